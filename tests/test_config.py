@@ -1,0 +1,71 @@
+"""The real Hydra configs compose, and bad values stop with the key and the allowed values."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ValidationError
+
+from yolor_lightning.config import ConfigValueError, check_values, compose_config
+from yolor_lightning.models import MODEL_SIZES
+
+
+def test_defaults_compose_to_tiny_yolov4_csp_on_shapes():
+    cfg = compose_config()
+    assert cfg.data.name == "shapes"
+    assert cfg.model.name == "yolov4_csp"
+    assert cfg.model.size.name == "tiny"
+    assert cfg.model.num_classes == cfg.data.num_classes
+    assert cfg.task.name == "det"
+    check_values(cfg)
+
+
+def test_experiment_is_appended_not_a_default():
+    assert compose_config().experiment_name == "default"
+    assert compose_config(["+experiment=baseline"]).experiment_name == "baseline"
+    with pytest.raises(ConfigCompositionException, match="experiment"):
+        compose_config(["experiment=baseline"])
+
+
+def test_unknown_model_size_names_key_and_allowed_sizes():
+    with pytest.raises(ValidationError) as error:
+        compose_config(["model.size=huge"])
+    message = str(error.value)
+    assert "size" in message and "huge" in message
+    for size in MODEL_SIZES:
+        assert size in message
+
+
+def test_misspelled_group_choice_lists_the_available_options():
+    with pytest.raises(MissingConfigException) as error:
+        compose_config(["data=cocoo"])
+    assert "cocoo" in str(error.value)
+    assert "coco" in str(error.value) and "shapes" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("task.optimizer.lr=-0.01", "task.optimizer.lr"),
+        ("task.optimizer.momentum=1.5", "task.optimizer.momentum"),
+        ("data.image_size=250", "data.image_size"),
+        ("task.evaluation.iou_threshold=0", "task.evaluation.iou_threshold"),
+        ("callbacks.ema.decay=1.0", "callbacks.ema.decay"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+    ],
+)
+def test_out_of_range_value_names_the_key(override: str, key: str):
+    cfg = compose_config([override])
+    with pytest.raises(ConfigValueError, match=key.replace(".", r"\.")):
+        check_values(cfg)
+
+
+def test_wrong_type_is_rejected_with_the_key():
+    with pytest.raises(ValidationError, match="lr"):
+        compose_config(["task.optimizer.lr=fast"])
+
+
+def test_level_weights_must_be_three_non_negative_numbers():
+    cfg = compose_config(["task.loss.level_weights=[1.0,2.0]"])
+    with pytest.raises(ConfigValueError, match="level_weights"):
+        check_values(cfg)

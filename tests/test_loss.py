@@ -1,0 +1,150 @@
+"""Target assignment and the YOLO detection loss on hand-built cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from yolor_lightning.models import DEFAULT_ANCHORS, build_yolov4_csp
+from yolor_lightning.tasks.loss import YoloLoss
+from yolor_lightning.tasks.targets import assign_targets
+
+IMAGE_SIZE = 256
+STRIDES = (8, 16, 32)
+GRID_SHAPES = [(IMAGE_SIZE // s, IMAGE_SIZE // s) for s in STRIDES]
+ANCHORS = torch.tensor(DEFAULT_ANCHORS, dtype=torch.float32)
+NUM_CLASSES = 3
+DEFAULT_GAINS = {"box_gain": 0.05, "obj_gain": 1.0, "cls_gain": 0.5}
+
+# One 30x30 box centred at (101, 61), class 2, in the second image of two.
+BOX_TARGETS = [
+    {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    {"boxes": torch.tensor([[86.0, 46.0, 116.0, 76.0]]), "labels": torch.tensor([2])},
+]
+EMPTY_TARGETS = [
+    {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)} for _ in range(2)
+]
+
+
+def make_loss(**overrides: float) -> YoloLoss:
+    options = {"num_classes": NUM_CLASSES, "image_size": IMAGE_SIZE, **overrides}
+    return YoloLoss(anchors=ANCHORS, strides=STRIDES, **options)
+
+
+def random_raw(seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, 3, h, w, 5 + NUM_CLASSES, generator=generator) for h, w in GRID_SHAPES]
+
+
+def test_one_box_is_assigned_to_the_expected_anchors_levels_and_cells() -> None:
+    levels = assign_targets(BOX_TARGETS, ANCHORS, STRIDES, GRID_SHAPES, anchor_threshold=4.0)
+    matches = [
+        set(zip(lv.image.tolist(), lv.anchor.tolist(), lv.gy.tolist(), lv.gx.tolist(), strict=True))
+        for lv in levels
+    ]
+    # P3: centre (12.625, 7.625) cells; all anchors within 4x of 30x30; neighbours right and down.
+    assert matches[0] == {
+        (1, a, gy, gx) for a in (0, 1, 2) for gy, gx in [(7, 12), (7, 13), (8, 12)]
+    }
+    # P4: centre (6.3125, 3.8125); anchor (72, 146) is 146/30 > 4 times taller; left and down.
+    assert matches[1] == {(1, a, gy, gx) for a in (0, 1) for gy, gx in [(3, 6), (3, 5), (4, 6)]}
+    # P5: every anchor is more than 4x larger than the box.
+    assert matches[2] == set()
+    p3 = levels[0]
+    for gy, gx, box in zip(p3.gy.tolist(), p3.gx.tolist(), p3.boxes.tolist(), strict=True):
+        assert box == pytest.approx([12.625 - gx, 7.625 - gy, 3.75, 3.75])
+    assert p3.labels.tolist() == [2] * 9
+    assert {tuple(a) for a in (p3.anchors * 8).tolist()} == {(12, 16), (19, 36), (40, 28)}
+
+
+def test_boxes_centred_on_the_image_border_stay_inside_the_grid() -> None:
+    corners = {"boxes": torch.tensor([[-6.0, -6.0, 6.0, 6.0], [244.0, 244.0, 268.0, 268.0]]),
+               "labels": torch.tensor([0, 1])}  # fmt: skip
+    levels = assign_targets([corners], ANCHORS, STRIDES, GRID_SHAPES)
+    assert levels[0].image.numel() > 0
+    for level, (h, w) in zip(levels, GRID_SHAPES, strict=True):
+        assert ((level.gx >= 0) & (level.gx < w) & (level.gy >= 0) & (level.gy < h)).all()
+
+
+def test_image_without_objects_gives_objectness_only_loss() -> None:
+    total, parts = make_loss()(random_raw(), EMPTY_TARGETS)
+    assert parts["box"] == 0 and parts["cls"] == 0
+    assert parts["obj"] > 0
+    torch.testing.assert_close(total, 2 * parts["obj"])
+
+
+def logit(probability: torch.Tensor) -> torch.Tensor:
+    return torch.log(probability / (1 - probability))
+
+
+def perfect_raw() -> list[torch.Tensor]:
+    """Logits that decode exactly to the target box at every assigned anchor and cell, with
+    confident objectness and class there, and confident background everywhere else."""
+    raw = [torch.full((2, 3, h, w, 5 + NUM_CLASSES), -20.0) for h, w in GRID_SHAPES]
+    levels = assign_targets(BOX_TARGETS, ANCHORS, STRIDES, GRID_SHAPES)
+    for pred, level in zip(raw, levels, strict=True):
+        xy_prob = (level.boxes[:, :2] + 0.5) / 2
+        wh_prob = torch.sqrt(level.boxes[:, 2:] / level.anchors) / 2
+        cells = pred[level.image, level.anchor, level.gy, level.gx]
+        cells[:, :2] = logit(xy_prob)
+        cells[:, 2:4] = logit(wh_prob)
+        cells[:, 4] = 20.0
+        cells[torch.arange(len(level.labels)), 5 + level.labels] = 20.0
+        pred[level.image, level.anchor, level.gy, level.gx] = cells
+    return raw
+
+
+def test_perfect_prediction_has_near_zero_loss() -> None:
+    total, parts = make_loss()(perfect_raw(), BOX_TARGETS)
+    assert parts["box"] < 1e-5
+    assert parts["obj"] < 1e-4
+    assert parts["cls"] < 1e-4
+    assert total < 1e-3
+
+
+def test_label_smoothing_keeps_class_loss_above_zero_at_a_perfect_prediction() -> None:
+    _, parts = make_loss(label_smoothing=0.1)(perfect_raw(), BOX_TARGETS)
+    assert parts["cls"] > 0.01
+
+
+@pytest.mark.parametrize(
+    ("gain", "part"), [("box_gain", "box"), ("obj_gain", "obj"), ("cls_gain", "cls")]
+)
+def test_each_gain_scales_only_its_part(gain: str, part: str) -> None:
+    raw = random_raw()
+    _, base = make_loss(**DEFAULT_GAINS)(raw, BOX_TARGETS)
+    _, scaled = make_loss(**{**DEFAULT_GAINS, gain: 3 * DEFAULT_GAINS[gain]})(raw, BOX_TARGETS)
+    for name in base:
+        factor = 3.0 if name == part else 1.0
+        torch.testing.assert_close(scaled[name], factor * base[name])
+
+
+def test_gains_are_rescaled_for_classes_image_size_and_levels() -> None:
+    loss = make_loss(**DEFAULT_GAINS)
+    assert loss.box_gain == pytest.approx(0.05)
+    assert loss.obj_gain == pytest.approx((256 / 640) ** 2)
+    assert loss.cls_gain == pytest.approx(0.5 * 3 / 80)
+
+
+def test_total_is_batch_size_times_the_sum_of_parts() -> None:
+    total, parts = make_loss()(random_raw(), BOX_TARGETS)
+    torch.testing.assert_close(total, 2 * (parts["box"] + parts["obj"] + parts["cls"]))
+    assert not any(part.requires_grad for part in parts.values())
+
+
+def test_level_weights_need_one_weight_per_level() -> None:
+    with pytest.raises(ValueError, match="one weight per level"):
+        make_loss(level_weights=(4.0, 1.0))
+
+
+def test_loss_backpropagates_into_the_network() -> None:
+    torch.manual_seed(0)
+    model = build_yolov4_csp("tiny", NUM_CLASSES)
+    loss = YoloLoss(model.head.anchors, model.head.strides, NUM_CLASSES, image_size=IMAGE_SIZE)
+    total, _ = loss(model(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)), BOX_TARGETS)
+    total.backward()
+    gradient = model.head.predictors[0].weight.grad
+    assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+    assert math.isfinite(total.item())

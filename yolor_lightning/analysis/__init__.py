@@ -1,0 +1,1 @@
+"""Analysis tools: model complexity (params, FLOPs) and implicit-knowledge inspection."""

@@ -1,0 +1,33 @@
+"""Model size and cost: parameter count and GFLOPs as the YOLO repositories report them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_gflops(model: nn.Module, image_size: int) -> float:
+    """GFLOPs of one forward pass on a `1x3xSxS` input in eval mode.
+
+    Counted by `torch.utils.flop_counter.FlopCounterMode`, i.e. 2 FLOPs per multiply-add of the
+    convolutions and matrix products (what the YOLO repositories report as "GFLOPs").
+    Normalisation, activations and pooling are not counted. Works on the meta device too.
+    """
+    parameter = next(model.parameters())
+    images = torch.zeros(
+        1, 3, image_size, image_size, device=parameter.device, dtype=parameter.dtype
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(images)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 1e9

@@ -1,0 +1,6 @@
+"""Lightning callbacks and plugins of the training recipe."""
+
+from yolor_lightning.callbacks.checkpoint_io import AtomicCheckpointIO
+from yolor_lightning.callbacks.ema import RampedEMA
+
+__all__ = ["AtomicCheckpointIO", "RampedEMA"]

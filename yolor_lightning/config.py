@@ -1,0 +1,160 @@
+"""Config schemas and value checks: a misspelled choice or an out-of-range value stops the run
+with a message that names the config key and what it allows.
+
+Types and choices are enforced by structured configs (registered in Hydra's ConfigStore and
+pulled into the YAML files through their defaults lists); numeric ranges, which OmegaConf cannot
+express, are checked by :func:`check_values`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from yolor_lightning.models import MODEL_SIZES
+
+ModelSize = Enum("ModelSize", {name: name for name in MODEL_SIZES})
+
+
+class ConfigValueError(ValueError):
+    """A config value outside its allowed range."""
+
+
+@dataclass
+class YOLOv4CSPSchema:
+    name: str = "yolov4_csp"
+    size: ModelSize = MISSING  # type: ignore[valid-type]
+    num_classes: int = MISSING
+
+
+@dataclass
+class OptimizerSchema:
+    lr: float = 0.01
+    momentum: float = 0.937
+    nesterov: bool = True
+    weight_decay: float = 0.0005
+    nominal_batch_size: int = 64
+
+
+@dataclass
+class ScheduleSchema:
+    warmup_epochs: float = 3.0
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+    final_lr_fraction: float = 0.1
+
+
+@dataclass
+class LossSchema:
+    box_gain: float = 0.05
+    obj_gain: float = 1.0
+    cls_gain: float = 0.5
+    anchor_threshold: float = 4.0
+    level_weights: list[float] = field(default_factory=lambda: [4.0, 1.0, 0.4])
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class EvaluationSchema:
+    conf_threshold: float = 0.001
+    iou_threshold: float = 0.65
+    max_detections: int = 300
+
+
+@dataclass
+class DetectionTaskSchema:
+    name: str = "det"
+    optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
+    schedule: ScheduleSchema = field(default_factory=ScheduleSchema)
+    loss: LossSchema = field(default_factory=LossSchema)
+    evaluation: EvaluationSchema = field(default_factory=EvaluationSchema)
+    channels_last: bool = True
+
+
+def register_schemas() -> None:
+    """Make the schemas available to the YAML defaults lists (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(group="model", name="yolov4_csp_schema", node=YOLOv4CSPSchema)
+    store.store(group="task", name="det_schema", node=DetectionTaskSchema)
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+def _fraction(value: float) -> bool:
+    return 0 <= value <= 1
+
+
+def _open_fraction(value: float) -> bool:
+    return 0 < value <= 1
+
+
+def _below_one(value: float) -> bool:
+    return 0 <= value < 1
+
+
+def _multiple_of_32(value: int) -> bool:
+    return value > 0 and value % 32 == 0
+
+
+_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "data.image_size": (_multiple_of_32, "a positive multiple of 32 (the largest stride)"),
+    "data.batch_size": (_positive, "> 0"),
+    "data.num_classes": (_positive, "> 0"),
+    "task.optimizer.lr": (_positive, "> 0"),
+    "task.optimizer.momentum": (_below_one, "in [0, 1)"),
+    "task.optimizer.weight_decay": (_non_negative, ">= 0"),
+    "task.optimizer.nominal_batch_size": (_positive, "> 0"),
+    "task.schedule.warmup_epochs": (_non_negative, ">= 0"),
+    "task.schedule.warmup_momentum": (_below_one, "in [0, 1)"),
+    "task.schedule.warmup_bias_lr": (_non_negative, ">= 0"),
+    "task.schedule.final_lr_fraction": (_fraction, "in [0, 1]"),
+    "task.loss.box_gain": (_non_negative, ">= 0"),
+    "task.loss.obj_gain": (_non_negative, ">= 0"),
+    "task.loss.cls_gain": (_non_negative, ">= 0"),
+    "task.loss.anchor_threshold": (lambda v: v > 1, "> 1"),
+    "task.loss.label_smoothing": (_below_one, "in [0, 1)"),
+    "task.evaluation.conf_threshold": (_fraction, "in [0, 1]"),
+    "task.evaluation.iou_threshold": (_open_fraction, "in (0, 1]"),
+    "task.evaluation.max_detections": (_positive, "> 0"),
+    "trainer.max_epochs": (_positive, "> 0"),
+    "callbacks.ema.decay": (_below_one, "in [0, 1)"),
+    "callbacks.ema.ramp_steps": (_positive, "> 0"),
+}
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigValueError` naming the first key whose value is out of range."""
+    for key, (is_valid, allowed) in _RULES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ConfigValueError(f"config key {key}={value!r} must be a number {allowed}")
+        if not is_valid(value):
+            raise ConfigValueError(f"config key {key}={value!r} is invalid: must be {allowed}")
+    weights = OmegaConf.select(cfg, "task.loss.level_weights", default=None)
+    if weights is not None and (len(weights) != 3 or any(w < 0 for w in weights)):
+        raise ConfigValueError(
+            f"config key task.loss.level_weights={list(weights)} is invalid: "
+            "must be 3 non-negative weights, one per level (strides 8/16/32)"
+        )
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The training config as ``python -m yolor_lightning`` would compose it (no run folder)."""
+    from hydra import compose, initialize_config_module
+
+    register_schemas()
+    with initialize_config_module("yolor_lightning.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides or []))

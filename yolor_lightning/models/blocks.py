@@ -1,0 +1,117 @@
+"""Building blocks of YOLOv4-CSP: Conv-BN-SiLU, bottlenecks, CSP stages and SPPCSP.
+
+Every convolution is followed by batch norm and SiLU, as in YOLOR's `yolov4_csp.cfg` (the darknet
+cfg of Scaled-YOLOv4 with Mish replaced by SiLU). Batch-norm settings follow the official PyTorch
+code (eps 1e-3, momentum 0.03).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.03
+
+
+class Conv(nn.Sequential):
+    """Convolution (no bias) + batch norm + SiLU, padded to keep the size at stride 1."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1):
+        super().__init__(
+            nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False
+            ),
+            nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
+            nn.SiLU(inplace=True),
+        )
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce to `hidden_channels`, 3x3 back to `channels`, optional residual connection."""
+
+    def __init__(self, channels: int, hidden_channels: int, residual: bool = True):
+        super().__init__()
+        self.reduce = Conv(channels, hidden_channels, 1)
+        self.expand = Conv(hidden_channels, channels, 3)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(self.reduce(x))
+        return x + y if self.residual else y
+
+
+class CSPResidualStage(nn.Module):
+    """Backbone CSP stage (`BottleneckCSP`): two 1x1 branches of half width; one runs residual
+    bottlenecks and a 1x1 transition, the other passes through; concat and fuse with a 1x1 conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, repeats: int):
+        super().__init__()
+        hidden = out_channels // 2
+        self.main_in = Conv(in_channels, hidden, 1)
+        self.blocks = nn.Sequential(*(Bottleneck(hidden, hidden) for _ in range(repeats)))
+        self.main_out = Conv(hidden, hidden, 1)
+        self.shortcut = Conv(in_channels, hidden, 1)
+        self.fuse = Conv(2 * hidden, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        main = self.main_out(self.blocks(self.main_in(x)))
+        return self.fuse(torch.cat((main, self.shortcut(x)), dim=1))
+
+
+class CSPPlainStage(nn.Module):
+    """Neck CSP stage (`BottleneckCSP2`): a 1x1 reduce to `out_channels`, then split: plain
+    (non-residual) bottlenecks on one branch, a 1x1 conv on the other; concat and fuse."""
+
+    def __init__(self, in_channels: int, out_channels: int, repeats: int):
+        super().__init__()
+        self.reduce = Conv(in_channels, out_channels, 1)
+        self.blocks = nn.Sequential(
+            *(Bottleneck(out_channels, out_channels, residual=False) for _ in range(repeats))
+        )
+        self.shortcut = Conv(out_channels, out_channels, 1)
+        self.fuse = Conv(2 * out_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.reduce(x)
+        return self.fuse(torch.cat((self.blocks(x), self.shortcut(x)), dim=1))
+
+
+class SPPCSP(nn.Module):
+    """Spatial pyramid pooling (max-pools 5/9/13, stride 1) inside a CSP split."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, pool_sizes: tuple[int, ...] = (5, 9, 13)
+    ):
+        super().__init__()
+        self.main_in = nn.Sequential(
+            Conv(in_channels, out_channels, 1),
+            Conv(out_channels, out_channels, 3),
+            Conv(out_channels, out_channels, 1),
+        )
+        self.pools = nn.ModuleList(
+            nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2) for k in pool_sizes
+        )
+        self.main_out = nn.Sequential(
+            Conv((len(pool_sizes) + 1) * out_channels, out_channels, 1),
+            Conv(out_channels, out_channels, 3),
+        )
+        self.shortcut = Conv(in_channels, out_channels, 1)
+        self.fuse = Conv(2 * out_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        main = self.main_in(x)
+        main = self.main_out(torch.cat([main, *(pool(main) for pool in self.pools)], dim=1))
+        return self.fuse(torch.cat((main, self.shortcut(x)), dim=1))
+
+
+def scale_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """Channels of the full-size model times `width`, rounded up to a multiple of `divisor`."""
+    return max(divisor, math.ceil(channels * width / divisor) * divisor)
+
+
+def scale_repeats(repeats: int, depth: float) -> int:
+    """Block repeats of the full-size model times `depth`, rounded, at least 1."""
+    return max(round(repeats * depth), 1)

@@ -1,0 +1,85 @@
+"""COCO box mAP as a torchmetrics Metric, equal to pycocotools' COCOeval on the same data."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+from torchmetrics.detection import MeanAveragePrecision
+
+COCO_STAT_NAMES = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
+)
+"""The 12 stats of COCOeval.summarize(), in its order."""
+
+_TORCHMETRICS_KEYS = (
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+)
+
+# COCOeval's own float64 thresholds. torchmetrics' defaults come from a float32 linspace (0.8
+# becomes 0.800000012), which changes the outcome of an IoU or a recall exactly on a threshold.
+_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10).tolist()
+_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101).tolist()
+
+_GROUND_TRUTH_KEYS = frozenset({"boxes", "labels", "area", "iscrowd"})
+
+
+class CocoEvaluator(MeanAveragePrecision):
+    """COCO bbox evaluation (faster_coco_eval backend) returning the 12 COCOeval stats by name.
+
+    `update` takes xyxy boxes in original image pixels. Ground truth must carry the annotation
+    `area` (COCO's small/medium/large ranges use it, not the box area) and `iscrowd` (detections
+    on crowd regions are ignored). Images are numbered in update order; COCOeval breaks score ties
+    between images by image id, so feed images by ascending id to reproduce it bit for bit.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            box_format="xyxy",
+            iou_type="bbox",
+            iou_thresholds=_IOU_THRESHOLDS,
+            rec_thresholds=_RECALL_THRESHOLDS,
+            backend="faster_coco_eval",
+        )
+        # NMS keeps up to 300 boxes per image as YOLO evaluation does; COCO caps them per class.
+        self.warn_on_many_detections = False
+
+    def update(self, preds: list[dict[str, Tensor]], gts: list[dict[str, Tensor]]) -> None:
+        """Add one batch: preds {boxes, scores, labels}; gts {boxes, labels, area, iscrowd}."""
+        for index, gt in enumerate(gts):
+            missing = _GROUND_TRUTH_KEYS - gt.keys()
+            if missing:
+                raise KeyError(
+                    f"ground truth {index} lacks {sorted(missing)}: COCO evaluation needs "
+                    f"{sorted(_GROUND_TRUTH_KEYS)}"
+                )
+        super().update(preds, gts)
+
+    def compute(self) -> dict[str, float]:
+        """The 12 COCO stats named as in `COCO_STAT_NAMES` (-1 where COCO has nothing to score)."""
+        stats = super().compute()
+        return {
+            name: stats[key].item()
+            for name, key in zip(COCO_STAT_NAMES, _TORCHMETRICS_KEYS, strict=True)
+        }

@@ -1,0 +1,113 @@
+"""Loss of the YOLOv4-CSP / YOLOR detection head: CIoU box + IoU-target objectness + class BCE."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert, complete_box_iou_loss
+
+from yolor_lightning.tasks.targets import LevelTargets, assign_targets
+
+
+class YoloLoss(nn.Module):
+    """Detection loss of the official YOLOR / ScaledYOLOv4 code.
+
+    Per level, at the assigned anchors and cells (see `assign_targets`):
+
+    - box: mean of `1 - CIoU(predicted box, target box)`;
+    - objectness: BCE over all cells, the target being the detached CIoU clamped at 0 on assigned
+      cells and 0 elsewhere, weighted by `level_weights` (4, 1, 0.4 for P3..P5);
+    - class: BCE against one-hot labels (smoothed to `1 - eps/2`, `eps/2`); skipped when
+      `num_classes == 1`, as in the official code.
+
+    The gains are the COCO-tuned ones rescaled as in the official YOLO recipes:
+    `box_gain * 3/L`, `obj_gain * (image_size/640)^2 * 3/L`, `cls_gain * nc/80 * 3/L`, with L
+    levels. `forward` returns `batch_size * (box + obj + cls)`, i.e. the loss scaled by the batch
+    size as the official code does (the per-image mean of the parts summed over the batch), and
+    the gain-weighted parts (not batch-scaled) detached for logging.
+    """
+
+    def __init__(
+        self,
+        anchors: Tensor,
+        strides: Sequence[int],
+        num_classes: int,
+        image_size: int,
+        box_gain: float = 0.05,
+        obj_gain: float = 1.0,
+        cls_gain: float = 0.5,
+        anchor_threshold: float = 4.0,
+        level_weights: Sequence[float] = (4.0, 1.0, 0.4),
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        num_levels = len(strides)
+        if len(level_weights) != num_levels:
+            raise ValueError(
+                f"level_weights needs one weight per level ({num_levels}), got {len(level_weights)}"
+            )
+        self.register_buffer("anchors", anchors.detach().clone().float())
+        self.strides = tuple(int(s) for s in strides)
+        self.num_classes = num_classes
+        self.anchor_threshold = anchor_threshold
+        self.level_weights = tuple(level_weights)
+        level_scale = 3 / num_levels
+        self.box_gain = box_gain * level_scale
+        self.obj_gain = obj_gain * (image_size / 640) ** 2 * level_scale
+        self.cls_gain = cls_gain * num_classes / 80 * level_scale
+        self.positive_label = 1.0 - 0.5 * label_smoothing
+        self.negative_label = 0.5 * label_smoothing
+
+    def forward(
+        self, raw: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        assigned = assign_targets(
+            targets,
+            self.anchors,
+            self.strides,
+            [tuple(pred.shape[2:4]) for pred in raw],
+            self.anchor_threshold,
+        )
+        zero = raw[0].new_zeros((), dtype=torch.float32)
+        box_loss, obj_loss, cls_loss = zero, zero, zero
+        for pred, level, weight in zip(raw, assigned, self.level_weights, strict=True):
+            pred = pred.float()
+            obj_target = torch.zeros_like(pred[..., 4])
+            if level.image.numel():
+                matched = pred[level.image, level.anchor, level.gy, level.gx]
+                ciou_loss = self._box_loss(matched, level)
+                box_loss = box_loss + ciou_loss.mean()
+                obj_target[level.image, level.anchor, level.gy, level.gx] = (
+                    (1.0 - ciou_loss).detach().clamp(min=0)
+                )
+                if self.num_classes > 1:
+                    cls_loss = cls_loss + self._class_loss(matched[:, 5:], level.labels)
+            obj_loss = obj_loss + weight * F.binary_cross_entropy_with_logits(
+                pred[..., 4], obj_target
+            )
+        parts = {
+            "box": self.box_gain * box_loss,
+            "obj": self.obj_gain * obj_loss,
+            "cls": self.cls_gain * cls_loss,
+        }
+        total = raw[0].shape[0] * (parts["box"] + parts["obj"] + parts["cls"])
+        return total, {name: value.detach() for name, value in parts.items()}
+
+    @staticmethod
+    def _box_loss(matched: Tensor, level: LevelTargets) -> Tensor:
+        """`1 - CIoU` of the decoded predictions (grid units, relative to their cell)."""
+        prob = matched[:, :4].sigmoid()
+        predicted = torch.cat((prob[:, :2] * 2 - 0.5, (prob[:, 2:4] * 2) ** 2 * level.anchors), 1)
+        return complete_box_iou_loss(
+            box_convert(predicted, "cxcywh", "xyxy"),
+            box_convert(level.boxes, "cxcywh", "xyxy"),
+            reduction="none",
+        )
+
+    def _class_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        target = torch.full_like(logits, self.negative_label)
+        target[torch.arange(len(labels), device=labels.device), labels] = self.positive_label
+        return F.binary_cross_entropy_with_logits(logits, target)

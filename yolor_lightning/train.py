@@ -1,0 +1,156 @@
+"""Training entry point: compose the config, train, evaluate the best checkpoint, write results."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from yolor_lightning.analysis.complexity import count_gflops, count_parameters
+from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA
+from yolor_lightning.config import check_values, register_schemas
+from yolor_lightning.loggers import build_loggers
+from yolor_lightning.results import write_results
+from yolor_lightning.tasks.detection import DetectionModule
+
+register_schemas()
+
+PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    """A resolved, JSON-friendly copy of a config node."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def build_module(cfg: DictConfig) -> DetectionModule:
+    task = plain(cfg.task)
+    return DetectionModule(
+        model=plain(cfg.model),
+        optimizer=task["optimizer"],
+        schedule=task["schedule"],
+        loss=task["loss"],
+        evaluation=task["evaluation"],
+        image_size=cfg.data.image_size,
+        batch_size=cfg.data.batch_size,
+        channels_last=task["channels_last"],
+    )
+
+
+def build_callbacks(settings: DictConfig, output_dir: Path) -> tuple[list[Callback], ModelCheckpoint]:
+    checkpoint = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints",
+        filename="best",
+        monitor=settings.checkpoint.monitor,
+        mode="max",
+        save_last=settings.checkpoint.save_last,
+        auto_insert_metric_name=False,
+    )
+    callbacks: list[Callback] = [checkpoint, LearningRateMonitor(logging_interval="step")]
+    if settings.ema.enabled:
+        callbacks.append(RampedEMA(decay=settings.ema.decay, ramp_steps=settings.ema.ramp_steps))
+    if settings.progress_bar:
+        if settings.progress_bar not in PROGRESS_BARS:
+            raise ValueError(
+                f"config key callbacks.progress_bar={settings.progress_bar!r} is unknown: "
+                f"allowed values are {sorted(PROGRESS_BARS)} or null"
+            )
+        callbacks.append(PROGRESS_BARS[settings.progress_bar]())
+    return callbacks, checkpoint
+
+
+def trainer_arguments(settings: DictConfig) -> dict[str, Any]:
+    """``cfg.trainer`` as Trainer keyword arguments, with ``precision: auto`` resolved."""
+    arguments = plain(settings)
+    if arguments["precision"] == "auto":
+        arguments["precision"] = "16-mixed" if torch.cuda.is_available() else "32-true"
+    return arguments
+
+
+def run_overrides() -> list[str]:
+    """The command-line overrides of this run (its name on W&B), empty outside a Hydra app."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and evaluate as configured; return (and write) the contents of results.json."""
+    check_values(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.output_dir)
+    overrides = run_overrides()
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir)
+    loggers = build_loggers(
+        cfg.logger,
+        output_dir,
+        run_name=",".join(overrides) or cfg.experiment_name,
+        group=cfg.experiment_name,
+        config=plain(cfg),
+    )
+    trainer = L.Trainer(
+        **trainer_arguments(cfg.trainer),
+        default_root_dir=output_dir,
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+    )
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    fit_seconds = time.perf_counter() - started
+    best = checkpoint.best_model_path or None
+    (final,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+
+    results = {
+        "experiment": cfg.experiment_name,
+        "overrides": overrides,
+        "choices": {
+            "model": cfg.model.name,
+            "size": str(cfg.model.size.name),
+            "task": cfg.task.name,
+            "data": cfg.data.name,
+            "seed": cfg.seed,
+        },
+        "metrics": {key.removeprefix("val/"): float(value) for key, value in final.items()},
+        "model": {
+            "params": count_parameters(module.network),
+            "gflops": count_gflops(module.network, cfg.data.image_size),
+            "image_size": cfg.data.image_size,
+        },
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 1),
+        "best_checkpoint": best,
+        "config": plain(cfg),
+    }
+    if trainer.is_global_zero:
+        write_results(output_dir, results)
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(
+                    {f"final/{k}": v for k, v in results["metrics"].items()}
+                    | {f"model/{k}": v for k, v in results["model"].items()}
+                )
+                logger.experiment.finish()
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="pkg://yolor_lightning.conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Hydra app; returns validation AP so sweepers can optimise it."""
+    return train(cfg)["metrics"]["AP"]

@@ -1,8 +1,11 @@
-"""Packaging glue: the top-level ``conf/`` folder ships inside the package as ``yolor_lightning.conf``."""
+"""Packaging glue: the top-level ``conf/`` folder ships as the ``yolor_lightning.conf`` package."""
 
 from setuptools import find_packages, setup
 
 setup(
-    packages=[*find_packages(include=["yolor_lightning", "yolor_lightning.*"]), "yolor_lightning.conf"],
+    packages=[
+        *find_packages(include=["yolor_lightning", "yolor_lightning.*"]),
+        "yolor_lightning.conf",
+    ],
     package_dir={"yolor_lightning.conf": "conf"},
 )

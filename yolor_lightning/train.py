@@ -52,7 +52,9 @@ def build_module(cfg: DictConfig) -> DetectionModule:
     )
 
 
-def build_callbacks(settings: DictConfig, output_dir: Path) -> tuple[list[Callback], ModelCheckpoint]:
+def build_callbacks(
+    settings: DictConfig, output_dir: Path
+) -> tuple[list[Callback], ModelCheckpoint]:
     checkpoint = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename="best",
@@ -93,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.output_dir)
     overrides = run_overrides()
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")
     module = build_module(cfg)
     callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir)
     loggers = build_loggers(

@@ -1,0 +1,155 @@
+"""DataModules built from the real configs with Hydra, and the batch format they produce."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from yolor_lightning.data.datamodule import CocoDataModule, ShapesDataModule
+from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, ensure_shapes
+
+CONF = Path(__file__).parents[1] / "conf" / "data"
+TINY = {"num_train": 12, "num_val": 6}
+REQUIRED = {"_target_", "name", "root", "num_classes", "image_size", "batch_size", "num_workers"}
+REQUIRED |= {"skip_bad", "augment"}
+
+
+def _config(name: str, **overrides):
+    config = OmegaConf.load(CONF / f"{name}.yaml")
+    return OmegaConf.merge(config, overrides)
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cache")
+    ensure_shapes(root, ShapesConfig(**TINY), workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def coco_root(shapes_root, tmp_path_factory) -> Path:
+    """The tiny shapes set laid out as COCO 2017."""
+    folder = next(shapes_root.glob("shapes-*"))
+    root = tmp_path_factory.mktemp("coco")
+    (root / "annotations").mkdir()
+    for split in ("train", "val"):
+        shutil.copytree(folder / split, root / f"{split}2017")
+        shutil.copy(
+            folder / "annotations" / f"instances_{split}.json",
+            root / "annotations" / f"instances_{split}2017.json",
+        )
+    return root
+
+
+@pytest.mark.parametrize("name", ["shapes", "coco"])
+def test_data_configs_have_the_keys_the_cli_relies_on(name):
+    config = OmegaConf.load(CONF / f"{name}.yaml")
+    assert set(config) >= REQUIRED and config.name == name
+    assert set(config.augment) == {"mosaic", "hsv_h", "hsv_s", "hsv_v", "flip_lr"}
+
+
+def test_shapes_datamodule_knows_its_classes_at_construction(tmp_path):
+    dm = instantiate(_config("shapes", root=str(tmp_path), shapes=TINY))
+    assert isinstance(dm, ShapesDataModule)
+    assert dm.num_classes == len(dm.class_names) == len(CATEGORIES)
+    assert dm.category_ids == list(range(1, len(CATEGORIES) + 1))
+    assert list(tmp_path.iterdir()) == []  # nothing generated before prepare_data
+
+
+def test_shapes_num_classes_mismatch_is_an_error(tmp_path):
+    with pytest.raises(InstantiationException, match=r"set data\.num_classes=8"):
+        instantiate(_config("shapes", root=str(tmp_path), num_classes=80))
+
+
+def test_shapes_batches_have_the_documented_format(shapes_root):
+    dm = instantiate(
+        _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4, num_workers=0)
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.num_skipped == {"train": 0, "val": 0}
+
+    train = next(iter(dm.train_dataloader()))
+    assert train["images"].shape == (4, 3, 256, 256) and train["images"].dtype == torch.uint8
+    assert train["num_skipped"] == 0
+    for target in train["targets"]:
+        assert target["boxes"].dtype == torch.float32 and target["boxes"].shape[1] == 4
+        assert target["labels"].dtype == torch.int64
+        assert ((target["labels"] >= 0) & (target["labels"] < dm.num_classes)).all()
+        assert len(target["identities"]) == len(target["labels"])
+        assert ((target["boxes"] >= 0) & (target["boxes"] <= 256)).all()
+    assert all("gt" not in m for m in train["meta"])
+
+    val = next(iter(dm.val_dataloader()))
+    meta = val["meta"][0]
+    assert meta["scale"] == 1.0 and meta["pad"] == (0.0, 0.0) and meta["orig_size"] == (256, 256)
+    gt = meta["gt"]
+    assert gt["boxes"].dtype == torch.float32 and gt["area"].dtype == torch.float32
+    assert gt["labels"].dtype == gt["iscrowd"].dtype == torch.int64
+    torch.testing.assert_close(val["targets"][0]["boxes"], gt["boxes"])
+
+    test = next(iter(dm.test_dataloader()))  # no test split: the val split
+    assert [m["image_id"] for m in test["meta"]] == [m["image_id"] for m in val["meta"]]
+
+
+def test_loaders_with_workers_are_persistent(shapes_root):
+    dm = instantiate(_config("shapes", root=str(shapes_root), shapes=TINY, batch_size=6))
+    loader = dm.val_dataloader()
+    assert loader.num_workers == 2 and loader.persistent_workers
+    assert len(next(iter(loader))["images"]) == 6
+
+
+def test_coco_root_override_works_and_letterboxes_to_the_training_size(coco_root):
+    dm = instantiate(_config("coco", root=str(coco_root), num_classes=8, num_workers=0))
+    assert isinstance(dm, CocoDataModule) and dm.class_names is None
+    dm.setup("validate")
+    assert dm.class_names == list(CATEGORIES)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["images"].shape[-2:] == (640, 640)
+    meta = batch["meta"][0]
+    assert meta["scale"] == 2.5 and meta["orig_size"] == (256, 256)
+    torch.testing.assert_close(batch["targets"][0]["boxes"], meta["gt"]["boxes"] * 2.5)
+
+
+def test_coco_num_classes_must_match_the_annotations(coco_root):
+    dm = instantiate(_config("coco", root=str(coco_root)))
+    with pytest.raises(ValueError, match=r"instances_val2017\.json has 8 categories .* is 80"):
+        dm.setup("validate")
+
+
+def test_coco_without_root_says_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="COCO val images not found"):
+        CocoDataModule(name="coco", root=str(tmp_path), num_classes=80).setup("validate")
+
+
+def test_skipped_annotations_are_counted_per_split(coco_root, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(coco_root, root)
+    ann_file = root / "annotations" / "instances_val2017.json"
+    coco = json.loads(ann_file.read_text())
+    coco["annotations"][0]["category_id"] = 99
+    ann_file.write_text(json.dumps(coco))
+    dm = instantiate(_config("coco", root=str(root), num_classes=8, skip_bad=True))
+    dm.setup("validate")
+    assert dm.num_skipped == {"val": 1}
+
+
+def test_crowd_boxes_are_kept_in_gt_but_not_in_targets(coco_root, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(coco_root, root)
+    ann_file = root / "annotations" / "instances_val2017.json"
+    coco = json.loads(ann_file.read_text())
+    first = coco["images"][0]["id"]
+    crowd = next(a for a in coco["annotations"] if a["image_id"] == first)
+    crowd["iscrowd"] = 1
+    ann_file.write_text(json.dumps(coco))
+    dm = instantiate(_config("coco", root=str(root), num_classes=8, num_workers=0))
+    batch = next(iter(dm.val_dataloader()))
+    gt = batch["meta"][0]["gt"]
+    assert gt["iscrowd"].sum() == 1
+    assert len(batch["targets"][0]["boxes"]) == len(gt["boxes"]) - 1

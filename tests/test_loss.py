@@ -29,7 +29,7 @@ EMPTY_TARGETS = [
 
 
 def make_loss(**overrides: float) -> YoloLoss:
-    options = {"num_classes": NUM_CLASSES, "image_size": IMAGE_SIZE, **overrides}
+    options = {"num_classes": NUM_CLASSES, **overrides}
     return YoloLoss(anchors=ANCHORS, strides=STRIDES, **options)
 
 
@@ -121,10 +121,10 @@ def test_each_gain_scales_only_its_part(gain: str, part: str) -> None:
         torch.testing.assert_close(scaled[name], factor * base[name])
 
 
-def test_gains_are_rescaled_for_classes_image_size_and_levels() -> None:
+def test_gains_are_rescaled_for_classes_and_levels() -> None:
     loss = make_loss(**DEFAULT_GAINS)
     assert loss.box_gain == pytest.approx(0.05)
-    assert loss.obj_gain == pytest.approx((256 / 640) ** 2)
+    assert loss.obj_gain == pytest.approx(1.0)
     assert loss.cls_gain == pytest.approx(0.5 * 3 / 80)
 
 
@@ -142,7 +142,7 @@ def test_level_weights_need_one_weight_per_level() -> None:
 def test_loss_backpropagates_into_the_network() -> None:
     torch.manual_seed(0)
     model = build_yolov4_csp("tiny", NUM_CLASSES)
-    loss = YoloLoss(model.head.anchors, model.head.strides, NUM_CLASSES, image_size=IMAGE_SIZE)
+    loss = YoloLoss(model.head.anchors, model.head.strides, NUM_CLASSES)
     total, _ = loss(model(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)), BOX_TARGETS)
     total.backward()
     gradient = model.head.predictors[0].weight.grad

@@ -46,7 +46,6 @@ def build_module(cfg: DictConfig) -> DetectionModule:
         schedule=task["schedule"],
         loss=task["loss"],
         evaluation=task["evaluation"],
-        image_size=cfg.data.image_size,
         batch_size=cfg.data.batch_size,
         channels_last=task["channels_last"],
     )
@@ -134,6 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "gflops": count_gflops(module.network, cfg.data.image_size),
             "image_size": cfg.data.image_size,
         },
+        "data": {"skipped": dict(datamodule.num_skipped)},
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "fit_seconds": round(fit_seconds, 1),

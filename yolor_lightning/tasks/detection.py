@@ -40,7 +40,6 @@ class DetectionModule(L.LightningModule):
         schedule: dict[str, Any],
         loss: dict[str, Any],
         evaluation: dict[str, Any],
-        image_size: int,
         batch_size: int,
         channels_last: bool = True,
     ) -> None:
@@ -54,7 +53,6 @@ class DetectionModule(L.LightningModule):
             anchors=head.anchors,
             strides=head.strides,
             num_classes=model["num_classes"],
-            image_size=image_size,
             **loss,
         )
         self.evaluator = CocoEvaluator()
@@ -76,8 +74,21 @@ class DetectionModule(L.LightningModule):
             {f"train/{name}": value for name, value in parts.items()}, batch_size=batch_size
         )
         if batch["num_skipped"]:
-            self.log("data/skipped", float(batch["num_skipped"]), reduce_fx="sum")
+            self.log(
+                "data/skipped_unreadable",
+                float(batch["num_skipped"]),
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
+                batch_size=batch_size,
+            )
         return total
+
+    def on_fit_start(self) -> None:
+        """Log what the dataset validation skipped (``data.skip_bad``), once per split."""
+        skipped = getattr(self.trainer.datamodule, "num_skipped", {})
+        for logger in self.loggers:
+            logger.log_metrics({f"data/skipped_{split}": n for split, n in skipped.items()}, step=0)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         raw = self(batch["images"])
@@ -142,4 +153,7 @@ class DetectionModule(L.LightningModule):
             warmup_bias_lr=schedule["warmup_bias_lr"],
             warmup_momentum=schedule["warmup_momentum"],
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

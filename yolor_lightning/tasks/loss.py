@@ -23,11 +23,12 @@ class YoloLoss(nn.Module):
     - class: BCE against one-hot labels (smoothed to `1 - eps/2`, `eps/2`); skipped when
       `num_classes == 1`, as in the official code.
 
-    The gains are the COCO-tuned ones rescaled as in the official YOLO recipes:
-    `box_gain * 3/L`, `obj_gain * (image_size/640)^2 * 3/L`, `cls_gain * nc/80 * 3/L`, with L
-    levels. `forward` returns `batch_size * (box + obj + cls)`, i.e. the loss scaled by the batch
-    size as the official code does (the per-image mean of the parts summed over the batch), and
-    the gain-weighted parts (not batch-scaled) detached for logging.
+    The gains are the COCO-tuned ones rescaled as YOLOR's training code does: `box_gain * 3/L`,
+    `obj_gain * 3/L`, `cls_gain * nc/80 * 3/L`, with L levels (no image-size term: YOLOv5/v7
+    also scale objectness by `(image_size/640)^2`, which starves objectness at small sizes).
+    `forward` returns `batch_size * (box + obj + cls)`, i.e. the loss scaled by the batch size as
+    the official code does (the per-image mean of the parts summed over the batch), and the
+    gain-weighted parts (not batch-scaled) detached for logging.
     """
 
     def __init__(
@@ -35,7 +36,6 @@ class YoloLoss(nn.Module):
         anchors: Tensor,
         strides: Sequence[int],
         num_classes: int,
-        image_size: int,
         box_gain: float = 0.05,
         obj_gain: float = 1.0,
         cls_gain: float = 0.5,
@@ -56,7 +56,7 @@ class YoloLoss(nn.Module):
         self.level_weights = tuple(level_weights)
         level_scale = 3 / num_levels
         self.box_gain = box_gain * level_scale
-        self.obj_gain = obj_gain * (image_size / 640) ** 2 * level_scale
+        self.obj_gain = obj_gain * level_scale
         self.cls_gain = cls_gain * num_classes / 80 * level_scale
         self.positive_label = 1.0 - 0.5 * label_smoothing
         self.negative_label = 0.5 * label_smoothing

@@ -26,6 +26,9 @@ TINY_RUN = [
     "data.num_workers=0",
     "trainer.log_every_n_steps=1",
     "callbacks.progress_bar=null",
+    # A short ramp so that the EMA lags the live weights visibly within a few steps.
+    "callbacks.ema.ramp_steps=1",
+    "callbacks.ema.decay=0.9",
 ]
 STEPS_PER_EPOCH = 3  # 24 images / batch 8
 
@@ -76,6 +79,7 @@ def test_checkpoints_hold_ema_weights_and_no_temporary_files(resumed_run):
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert results["best_checkpoint"] == str(folder / "best.ckpt")
     checkpoint = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 2 * STEPS_PER_EPOCH  # the latest epoch, not the best
     ema, live = checkpoint["state_dict"], checkpoint["current_model_state"]
     weights = [k for k, v in ema.items() if v.is_floating_point() and "running" not in k]
     assert any(not torch.equal(ema[k], live[k]) for k in weights)
@@ -107,7 +111,8 @@ def test_cli_writes_run_folders_under_outputs_and_multirun_without_chdir(tmp_pat
     assert results["epochs"] == 1
     assert Path(results["config"]["output_dir"]) == single.parent
 
-    subprocess.run([*command, "-m", "seed=0,1"], cwd=tmp_path, check=True, capture_output=True)
+    multirun = [*command[:3], "-m", *command[3:], "seed=0,1"]
+    subprocess.run(multirun, cwd=tmp_path, check=True, capture_output=True)
     jobs = sorted(tmp_path.glob("multirun/*/*/*/results.json"))
     assert [json.loads(p.read_text())["choices"]["seed"] for p in jobs] == [0, 1]
     assert not list(tmp_path.glob("outputs/*/*/*/results.json"))

@@ -54,15 +54,32 @@ def build_module(cfg: DictConfig) -> DetectionModule:
 def build_callbacks(
     settings: DictConfig, output_dir: Path
 ) -> tuple[list[Callback], ModelCheckpoint]:
+    """The recipe's callbacks, and the one that keeps the best checkpoint.
+
+    ``last.ckpt`` has its own checkpoint callback, saved every epoch: Lightning's ``save_last``
+    only refreshes it when the monitored metric improves, which would resume a run from its best
+    epoch instead of its latest.
+    """
+    folder = output_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
-        dirpath=output_dir / "checkpoints",
+        dirpath=folder,
         filename="best",
         monitor=settings.checkpoint.monitor,
         mode="max",
-        save_last=settings.checkpoint.save_last,
+        save_top_k=1,
         auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
     callbacks: list[Callback] = [checkpoint, LearningRateMonitor(logging_interval="step")]
+    if settings.checkpoint.save_last:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=folder,
+                filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
     if settings.ema.enabled:
         callbacks.append(RampedEMA(decay=settings.ema.decay, ramp_steps=settings.ema.ramp_steps))
     if settings.progress_bar:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
@@ -21,6 +23,10 @@ COCO_STAT_NAMES = (
     "ARl",
 )
 """The 12 stats of COCOeval.summarize(), in its order."""
+
+# faster_coco_eval logs its summary table at INFO on every compute(); the stats are logged by
+# the LightningModule already, so keep the backend quiet unless something is wrong.
+logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
 
 _TORCHMETRICS_KEYS = (
     "map",

@@ -116,3 +116,22 @@ def test_cli_writes_run_folders_under_outputs_and_multirun_without_chdir(tmp_pat
     jobs = sorted(tmp_path.glob("multirun/*/*/*/results.json"))
     assert [json.loads(p.read_text())["choices"]["seed"] for p in jobs] == [0, 1]
     assert not list(tmp_path.glob("outputs/*/*/*/results.json"))
+
+
+@pytest.mark.slow
+def test_skipped_annotations_are_counted_logged_and_recorded(tmp_path: Path):
+    from yolor_lightning.data.shapes import ShapesConfig, ensure_shapes
+
+    cache = tmp_path / "cache"
+    shapes = ShapesConfig(seed=0, num_train=24, num_val=8, image_size=128)
+    annotations = ensure_shapes(cache, shapes) / "annotations" / "instances_train.json"
+    coco = json.loads(annotations.read_text())
+    coco["annotations"][0]["bbox"] = [100.0, 100.0, 80.0, 80.0]  # past the 128 px border
+    annotations.write_text(json.dumps(coco))
+
+    overrides = [*TINY_RUN, f"data.root={cache}", "data.skip_bad=true", "trainer.max_epochs=1"]
+    results = train(compose_config([*overrides, f"output_dir={tmp_path / 'run'}", "logger=csv"]))
+    assert results["data"]["skipped"] == {"train": 1, "val": 0}
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as handle:
+        logged = [row["data/skipped_train"] for row in csv.DictReader(handle)]
+    assert [float(value) for value in logged if value] == [1.0]

@@ -1,0 +1,342 @@
+"""The ablation report, on multirun folders laid out as Hydra writes them (no training)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from yolor_lightning.report import ReportError, write_report
+from yolor_lightning.report.__main__ import main
+from yolor_lightning.results import write_results
+
+SHARED = ["trainer.max_epochs=6", "data.batch_size=16"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# AP, AP50 of each seed: the numbers the report must summarise.
+BASELINE = {0: (0.340, 0.582), 1: (0.352, 0.590)}
+IFA_MUL = {0: (0.361, 0.601), 1: (0.349, 0.597)}
+
+
+def write_job(
+    sweep: Path,
+    number: int,
+    experiment: str,
+    seed: int,
+    metrics: dict[str, float] | None,
+    model: dict[str, float] | None = None,
+    extra: tuple[str, ...] = (),
+) -> Path:
+    """A Hydra job folder: ``.hydra/`` always, ``results.json`` when ``metrics`` is given."""
+    folder = sweep / str(number)
+    overrides = [f"+experiment={experiment}", *SHARED, *extra, f"seed={seed}"]
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (folder / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"experiment_name": experiment, "seed": seed})
+    )
+    if metrics is not None:
+        write_results(
+            folder,
+            {
+                "experiment": experiment,
+                "overrides": overrides,
+                "choices": {
+                    "model": "yolov4_csp",
+                    "size": "tiny",
+                    "task": "det",
+                    "data": "shapes",
+                    "seed": seed,
+                },
+                "metrics": metrics,
+                "model": model or {"params": 1300229, "gflops": 0.528769024, "image_size": 256},
+                "data": {"skipped": {"train": 0, "val": 0}},
+                "epochs": 6,
+                "steps": 900,
+                "fit_seconds": 723.6,
+                "best_checkpoint": str(folder / "checkpoints" / "best.ckpt"),
+                "config": {"experiment_name": experiment, "seed": seed},
+            },
+        )
+    return folder
+
+
+def coco_metrics(ap: float, ap50: float) -> dict[str, float]:
+    """All of results.json's metrics; AP75 and the size splits derived from AP."""
+    return {
+        "AP": ap,
+        "AP50": ap50,
+        "AP75": ap + 0.03,
+        "APs": ap - 0.01,
+        "APm": ap + 0.05,
+        "APl": ap - 0.02,
+        "AR1": 0.37,
+        "AR10": 0.58,
+        "AR100": 0.62,
+        "ARs": 0.59,
+        "ARm": 0.65,
+        "ARl": 0.60,
+        "loss": 0.32,
+    }
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """``-m +experiment=baseline,ifa_mul seed=0,1`` with one more ifa_mul job that crashed."""
+    root = tmp_path / "multirun" / "2026-11-23" / "10-00-00"
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    number = 0
+    for experiment, seeds in (("baseline", BASELINE), ("ifa_mul", IFA_MUL)):
+        for seed, (ap, ap50) in seeds.items():
+            model = {"params": 1300229, "gflops": 0.528769024, "image_size": 256}
+            if experiment == "ifa_mul":
+                model |= {"params": 1300741, "params_folded": 1300229, "gflops_folded": 0.528769}
+            write_job(root, number, experiment, seed, coco_metrics(ap, ap50), model)
+            number += 1
+    write_job(root, number, "ifa_mul", 2, metrics=None)
+    return root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_mean_and_sample_std_match_numpy(sweep: Path):
+    report = write_report([sweep])
+
+    for row, seeds in zip(report.table.rows, (BASELINE, IFA_MUL), strict=True):
+        ap = np.array([values[0] for values in seeds.values()])
+        assert row.metrics["AP"].mean == pytest.approx(ap.mean())
+        assert row.metrics["AP"].std == pytest.approx(ap.std(ddof=1))
+    baseline = read_csv(sweep / "report.csv")[0]
+    assert float(baseline["AP50_std"]) == pytest.approx(np.std([0.582, 0.590], ddof=1))
+    expected = f"{100 * np.mean([0.340, 0.352]):.1f} ± {100 * np.std([0.340, 0.352], ddof=1):.1f}"
+    assert f"| `baseline` | 2 | {expected} |" in report.markdown
+
+
+def test_delta_is_the_difference_of_means_against_the_baseline(sweep: Path):
+    report = write_report([sweep])
+
+    baseline, ifa_mul = report.table.rows
+    assert ifa_mul.baseline is baseline
+    assert ifa_mul.delta["AP"] == pytest.approx((0.361 + 0.349) / 2 - (0.340 + 0.352) / 2)
+    assert ifa_mul.delta["AP50"] == pytest.approx((0.601 + 0.597) / 2 - (0.582 + 0.590) / 2)
+    assert baseline.delta == {"AP": 0.0, "AP50": 0.0}
+    line = next(line for line in report.markdown.splitlines() if line.startswith("| `ifa_mul`"))
+    assert "| +0.9 | +1.3 |" in line
+
+
+def test_failed_job_is_listed_with_status_failed(sweep: Path, capsys: pytest.CaptureFixture[str]):
+    main([str(sweep)])
+
+    printed = capsys.readouterr().out
+    assert "## Failed jobs" in printed
+    failed_line = next(line for line in printed.splitlines() if str(sweep / "4") in line)
+    assert "`seed=2`" in failed_line and "no results.json" in failed_line
+    (failed,) = [row for row in read_csv(sweep / "report.csv") if row["status"] == "failed"]
+    assert failed["configuration"] == "ifa_mul"
+    assert failed["seeds"] == "2"
+    assert failed["folders"] == str(sweep / "4")
+    assert failed["reason"] == "no results.json"
+
+
+def test_results_without_metrics_count_as_failed(sweep: Path):
+    write_job(sweep, 5, "ifa_mul", 3, metrics={})
+
+    report = write_report([sweep])
+
+    assert [(f.job.seed, f.job.failure) for f in report.table.failed] == [
+        ("2", "no results.json"),
+        ("3", "results.json has no metrics"),
+    ]
+
+
+def test_csv_has_one_row_per_configuration_then_one_per_failed_job(sweep: Path):
+    write_report([sweep])
+
+    rows = read_csv(sweep / "report.csv")
+    assert [(r["status"], r["configuration"], r["n_seeds"]) for r in rows] == [
+        ("ok", "baseline", "2"),
+        ("ok", "ifa_mul", "2"),
+        ("failed", "ifa_mul", "0"),
+    ]
+    for metric in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        assert {f"{metric}_mean", f"{metric}_std"} <= rows[0].keys()
+    assert rows[1]["overrides"] == "+experiment=ifa_mul trainer.max_epochs=6 data.batch_size=16"
+    assert rows[1]["seeds"] == "0 1"
+    assert rows[1]["baseline"] == "baseline"
+    assert int(rows[1]["params"]) == 1300741
+    assert int(rows[1]["params_folded"]) == 1300229
+    assert rows[0]["params_folded"] == ""
+
+
+def test_folded_cost_columns_appear_when_runs_report_them(sweep: Path):
+    markdown = write_report([sweep]).markdown
+
+    header = next(line for line in markdown.splitlines() if line.startswith("| configuration"))
+    assert header.endswith("| params | GFLOPs | params (folded) | GFLOPs (folded) |")
+    assert "| 1,300,741 | 0.529 | 1,300,229 | 0.529 |" in markdown
+
+
+def test_shared_overrides_are_stated_once_not_in_every_label(sweep: Path):
+    markdown = write_report([sweep]).markdown
+
+    assert "`trainer.max_epochs=6` `data.batch_size=16`" in markdown
+    assert "| `ifa_mul` | 2 |" in markdown
+
+
+def test_png_is_a_valid_image(sweep: Path):
+    report = write_report([sweep])
+
+    png = report.paths[2]
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert width >= 1000 and height >= 300
+
+
+def test_two_folders_are_merged(sweep: Path, tmp_path: Path):
+    other = tmp_path / "multirun" / "2026-11-24" / "09-00-00"
+    for number, seed in enumerate((2, 3)):
+        write_job(other, number, "baseline", seed, coco_metrics(0.330 + seed / 100, 0.580))
+    out = tmp_path / "report"
+
+    report = write_report([sweep, other], out=out)
+
+    baseline = report.table.rows[0]
+    assert baseline.seeds == ["0", "1", "2", "3"]
+    assert baseline.metrics["AP"].mean == pytest.approx(np.mean([0.340, 0.352, 0.350, 0.360]))
+    assert sorted(path.name for path in out.iterdir()) == ["report.csv", "report.md", "report.png"]
+
+
+def test_each_configuration_pairs_with_the_baseline_sharing_its_overrides(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    runs = [
+        ("baseline", ("model.size=tiny",), 0.30),
+        ("ifa_mul", ("model.size=tiny", "model.implicit.fa.prior=mf"), 0.32),
+        ("baseline", ("model.size=small",), 0.40),
+        ("ifa_mul", ("model.size=small", "model.implicit.fa.prior=mf"), 0.43),
+        ("ifa_mul", ("model.size=medium",), 0.50),
+    ]
+    for number, (experiment, extra, ap) in enumerate(runs):
+        write_job(sweep, number, experiment, 0, coco_metrics(ap, 0.5), extra=extra)
+
+    rows = write_report([sweep]).table.rows
+
+    assert [row.label for row in rows] == [
+        "baseline model.size=tiny",
+        "ifa_mul model.size=tiny model.implicit.fa.prior=mf",
+        "baseline model.size=small",
+        "ifa_mul model.size=small model.implicit.fa.prior=mf",
+        "ifa_mul model.size=medium",
+    ]
+    assert rows[1].baseline is rows[0] and rows[3].baseline is rows[2]
+    assert rows[1].delta["AP"] == pytest.approx(0.02)
+    assert rows[3].delta["AP"] == pytest.approx(0.03)
+    assert rows[4].baseline is None and rows[4].delta == {}
+
+
+def test_one_seed_shows_its_value_without_spread(tmp_path: Path):
+    write_job(tmp_path / "run", 0, "baseline", 0, coco_metrics(0.34, 0.58))
+
+    report = write_report([tmp_path / "run"])
+
+    assert report.table.rows[0].metrics["AP"].std is None
+    assert "| `baseline` | 1 | 34.0 | 58.0 |" in report.markdown
+    assert read_csv(report.paths[1])[0]["AP_std"] == ""
+
+
+def test_multi_task_metrics_get_their_own_columns(tmp_path: Path):
+    for seed, top1 in enumerate((0.81, 0.85)):
+        metrics = coco_metrics(0.34, 0.58) | {"cls/top1": top1, "emb/rank1": 0.7}
+        write_job(tmp_path, seed, "baseline", seed, metrics)
+
+    report = write_report([tmp_path])
+
+    assert report.table.metric_names[-2:] == ("cls/top1", "emb/rank1")
+    expected = f"{np.mean([0.81, 0.85]):.3f} ± {np.std([0.81, 0.85], ddof=1):.3f}"
+    assert f"| {expected} | 0.700 ± 0.000 |" in report.markdown
+    assert "cls/top1_mean" in read_csv(report.paths[1])[0]
+
+
+def test_runs_without_ap_are_tabulated_and_left_out_of_the_chart(tmp_path: Path):
+    write_job(tmp_path, 0, "baseline", 0, {"cls/top1": 0.8, "loss": 0.3})
+
+    report = write_report([tmp_path])
+
+    assert report.table.metric_names == ("cls/top1",)
+    assert "| `baseline` | 1 | 0.800 | baseline |" in report.markdown
+    assert report.paths[2].read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_without_a_baseline_row_delta_is_left_empty(tmp_path: Path):
+    write_job(tmp_path, 0, "ifa_mul", 0, coco_metrics(0.34, 0.58))
+
+    report = write_report([tmp_path])
+
+    assert "No `baseline` configuration: no Δ column." in report.markdown
+    assert "Δ AP" not in report.markdown
+    assert read_csv(report.paths[1])[0]["delta_AP"] == ""
+
+
+def test_baseline_can_be_named(sweep: Path):
+    report = write_report([sweep], baseline="ifa_mul")
+
+    baseline, ifa_mul = report.table.rows
+    assert baseline.baseline is ifa_mul
+    assert baseline.delta["AP"] == pytest.approx((0.340 + 0.352) / 2 - (0.361 + 0.349) / 2)
+    assert "Δ: difference of the mean AP against `ifa_mul`" in report.markdown
+
+
+def test_unknown_baseline_name_lists_the_configurations(sweep: Path):
+    with pytest.raises(
+        ReportError, match=r"--baseline 'ifa_add' matches no configuration.*'ifa_mul'"
+    ):
+        write_report([sweep], baseline="ifa_add")
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    with pytest.raises(SystemExit) as exit_:
+        main([str(empty)])
+
+    assert exit_.value.code == 2
+    assert f"no results under {empty}" in capsys.readouterr().err
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ReportError, match=f"folder not found: {tmp_path / 'nowhere'}"):
+        write_report([tmp_path / "nowhere"])
+
+
+def test_only_failed_jobs_is_a_clear_error_listing_them(tmp_path: Path):
+    write_job(tmp_path, 0, "baseline", 0, metrics=None)
+
+    with pytest.raises(ReportError, match=r"no finished runs under .*1 failed jobs: .*no results"):
+        write_report([tmp_path])
+
+
+def test_command_line_prints_the_table_and_the_paths(sweep: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "yolor_lightning.report", str(sweep), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert "# Ablation report" in completed.stdout
+    assert "| `ifa_mul` | 2 |" in completed.stdout
+    for name in ("report.md", "report.csv", "report.png"):
+        assert f"wrote {out / name}" in completed.stdout

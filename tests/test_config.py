@@ -7,6 +7,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from yolor_lightning.config import ConfigValueError, check_values, compose_config
 from yolor_lightning.models import MODEL_SIZES
+from yolor_lightning.models.head import SITE_OPERATORS
 
 
 def composition_message(error: BaseException) -> str:
@@ -79,3 +80,66 @@ def test_level_weights_must_be_three_non_negative_numbers():
     cfg = compose_config(["task.loss.level_weights=[1.0,2.0]"])
     with pytest.raises(ConfigValueError, match="level_weights"):
         check_values(cfg)
+
+
+def test_implicit_sites_are_off_by_default():
+    implicit = compose_config().model.implicit
+    assert set(implicit) == set(SITE_OPERATORS)
+    assert all(site.operator is None for site in implicit.values())
+
+
+def test_operator_and_prior_override_from_the_command_line():
+    cfg = compose_config(["model.implicit.fa.operator=mul", "model.implicit.fa.prior=mf"])
+    check_values(cfg)
+    assert (cfg.model.implicit.fa.operator.name, cfg.model.implicit.fa.prior.name) == ("mul", "mf")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        (["model.implicit.pr.operator=concat"], "model.implicit.pr.operator", "add, mul"),
+        (["model.implicit.fa_star.operator=add"], "model.implicit.fa_star.operator", "mul"),
+        (["model.implicit.pr_star.operator=add"], "model.implicit.pr_star.operator", "mul"),
+        (
+            ["model.implicit.fa.operator=add", "model.implicit.fa.latent_dim=8"],
+            "model.implicit.fa.latent_dim",
+            "prior nn",
+        ),
+        (
+            ["model.implicit.fa.operator=add", "model.implicit.fa.coefficients=sparse"],
+            "model.implicit.fa.coefficients",
+            "prior mf",
+        ),
+        (
+            [
+                "model.implicit.fa.operator=add",
+                "model.implicit.fa.prior=nn",
+                "model.implicit.fa.latent_dim=0",
+            ],
+            "model.implicit.fa.latent_dim",
+            "> 0",
+        ),
+    ],
+)
+def test_invalid_implicit_combination_names_the_key_and_what_is_allowed(overrides, key, allowed):
+    cfg = compose_config(overrides)
+    with pytest.raises(ConfigValueError) as error:
+        check_values(cfg)
+    assert key in str(error.value) and allowed in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("model.implicit.fa.prior=pca", ["vector", "nn", "mf"]),
+        ("model.implicit.fa.operator=sub", ["add", "mul", "concat"]),
+        ("model.implicit.fa.coefficients=dense", ["free", "nonneg", "sparse"]),
+    ],
+)
+def test_unknown_implicit_name_names_the_key_and_the_allowed_names(override, allowed):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config([override])
+    message = composition_message(error.value)
+    assert key in message
+    assert all(name in message for name in allowed)

@@ -57,11 +57,15 @@ def test_results_json_records_choices_metrics_and_cost(resumed_run):
         "task": "det",
         "data": "shapes",
         "seed": 0,
+        "sites": {},
+        "implicit": "none",
     }
     for name in COCO_STAT_NAMES:
         assert -1.0 <= results["metrics"][name] <= 1.0
     assert results["model"]["params"] == count_parameters(build_yolov4_csp("tiny", 8))
     assert results["model"]["gflops"] > 0
+    assert results["model"]["params_folded"] == results["model"]["params"]
+    assert results["model"]["gflops_folded"] == results["model"]["gflops"]
     assert results["data"]["skipped"] == {"train": 0, "val": 0}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,11 +14,14 @@ from torch import nn
 from yolor_lightning.analysis.complexity import count_gflops, count_parameters
 from yolor_lightning.callbacks.checkpoint_io import AtomicCheckpointIO
 from yolor_lightning.callbacks.ema import ramped_ema_update
+from yolor_lightning.config import compose_config
+from yolor_lightning.implicit import Implicit, sparsity_penalty
 from yolor_lightning.loggers import wandb_mode
 from yolor_lightning.models import build_yolov4_csp
 from yolor_lightning.summary import main as summary_main
 from yolor_lightning.tasks.detection import split_decay_groups
 from yolor_lightning.tasks.schedule import WarmupCosineSchedule
+from yolor_lightning.train import build_module
 
 
 def make_schedule() -> tuple[torch.optim.SGD, WarmupCosineSchedule]:
@@ -126,3 +130,45 @@ def test_summary_json_reports_exact_parameters_and_gflops(capsys: pytest.Capture
 def test_summary_table_prints_the_integer_parameter_count(capsys: pytest.CaptureFixture[str]):
     summary_main(["model.size=tiny"])
     assert str(count_parameters(build_yolov4_csp("tiny", num_classes=8))) in capsys.readouterr().out
+
+
+def implicit_parameter_ids(network: nn.Module) -> set[int]:
+    return {id(p) for m in network.modules() if isinstance(m, Implicit) for p in m.parameters()}
+
+
+def test_implicit_knowledge_gets_its_own_group_without_weight_decay():
+    module = build_module(compose_config(["+experiment=ifa_nn", "task.optimizer.lr=0.01"]))
+    implicit = implicit_parameter_ids(module.network)
+    assert len(implicit) == 3 * 3  # z, W and b of the nn prior at each level
+    groups = split_decay_groups(module.network)
+    assert {id(p) for p in groups["implicit"]} == implicit
+    grouped = [id(p) for group in groups.values() for p in group]
+    assert sorted(grouped) == sorted(id(p) for p in module.network.parameters())
+
+    module.trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1)
+    optimizer = module.configure_optimizers()["optimizer"]
+    (group,) = [g for g in optimizer.param_groups if implicit & {id(p) for p in g["params"]}]
+    assert {id(p) for p in group["params"]} == implicit
+    assert group["weight_decay"] == 0.0
+    assert max(g["weight_decay"] for g in optimizer.param_groups) > 0
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_sparse_mf_coefficients_add_their_weighted_l1_norm_to_the_training_loss():
+    torch.manual_seed(0)
+    overrides = ["+experiment=ifa_mf", "model.implicit.fa.coefficients=sparse"]
+    module = build_module(compose_config([*overrides, "task.loss.sparsity_gain=0.5"]))
+    batch = {
+        "images": torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8),
+        "targets": [
+            {"boxes": torch.tensor([[8.0, 8.0, 40.0, 30.0]]), "labels": torch.tensor([1])},
+            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+        ],
+        "num_skipped": 0,
+    }
+    penalty = sparsity_penalty(module.network)
+    assert penalty is not None and penalty.item() == pytest.approx(3.0)  # 3 levels, sum(c) = 1
+    with_penalty = module.training_step(batch, 0)
+    module.sparsity_gain = 0.0
+    without = module.training_step(batch, 0)
+    assert (with_penalty - without).item() == pytest.approx(2 * 0.5 * penalty.item(), rel=1e-4)

@@ -12,13 +12,19 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from yolor_lightning.implicit import COEFFICIENTS, OPERATORS, PRIORS
 from yolor_lightning.models import MODEL_SIZES
+from yolor_lightning.models.head import SITE_LABELS, SITE_OPERATORS
 
 ModelSize = Enum("ModelSize", {name: name for name in MODEL_SIZES})
+ImplicitOperator = Enum("ImplicitOperator", {name: name for name in OPERATORS})
+ImplicitPrior = Enum("ImplicitPrior", {name: name for name in PRIORS})
+Coefficients = Enum("Coefficients", {name: name for name in COEFFICIENTS})
 
 
 class ConfigValueError(ValueError):
@@ -26,10 +32,31 @@ class ConfigValueError(ValueError):
 
 
 @dataclass
+class ImplicitSiteSchema:
+    """One implicit-knowledge site; `operator: null` turns it off."""
+
+    operator: ImplicitOperator | None = None  # type: ignore[valid-type]
+    prior: ImplicitPrior = ImplicitPrior.vector  # type: ignore[valid-type,attr-defined]
+    std: float = 0.02
+    latent_dim: int | None = None  # nn only; null: 2C
+    bases: int | None = None  # mf only; null: 2C
+    coefficients: Coefficients = Coefficients.free  # type: ignore[valid-type,attr-defined]
+
+
+@dataclass
+class ImplicitSchema:
+    fa: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
+    pr: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
+    fa_star: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
+    pr_star: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
+
+
+@dataclass
 class YOLOv4CSPSchema:
     name: str = "yolov4_csp"
     size: ModelSize = MISSING  # type: ignore[valid-type]
     num_classes: int = MISSING
+    implicit: ImplicitSchema = field(default_factory=ImplicitSchema)
 
 
 @dataclass
@@ -57,6 +84,8 @@ class LossSchema:
     anchor_threshold: float = 4.0
     level_weights: list[float] = field(default_factory=lambda: [4.0, 1.0, 0.4])
     label_smoothing: float = 0.0
+    # Weight of the L1 penalty on sparse mf coefficients (model.implicit.*.coefficients=sparse).
+    sparsity_gain: float = 0.001
 
 
 @dataclass
@@ -124,13 +153,26 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.loss.cls_gain": (_non_negative, ">= 0"),
     "task.loss.anchor_threshold": (lambda v: v > 1, "> 1"),
     "task.loss.label_smoothing": (_below_one, "in [0, 1)"),
+    "task.loss.sparsity_gain": (_non_negative, ">= 0"),
     "task.evaluation.conf_threshold": (_fraction, "in [0, 1]"),
     "task.evaluation.iou_threshold": (_open_fraction, "in (0, 1]"),
     "task.evaluation.max_detections": (_positive, "> 0"),
     "trainer.max_epochs": (_positive, "> 0"),
     "callbacks.ema.decay": (_below_one, "in [0, 1)"),
     "callbacks.ema.ramp_steps": (_positive, "> 0"),
+    **{
+        f"model.implicit.{site}.{key}": rule
+        for site in SITE_OPERATORS
+        for key, rule in (
+            ("std", (_non_negative, ">= 0")),
+            ("latent_dim", (_positive, "> 0 (or null: 2C)")),
+            ("bases", (_positive, "> 0 (or null: 2C)")),
+        )
+    },
 }
+
+# Options read by one prior only: setting them for another prior is a mistake, not a no-op.
+_PRIOR_OPTIONS = {"latent_dim": ("nn", None), "bases": ("mf", None), "coefficients": ("mf", "free")}
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -149,6 +191,40 @@ def check_values(cfg: DictConfig) -> None:
             f"config key task.loss.level_weights={list(weights)} is invalid: "
             "must be 3 non-negative weights, one per level (strides 8/16/32)"
         )
+    _check_implicit_sites(cfg)
+
+
+def _name(value: object) -> object:
+    """An Enum member's name (OmegaConf keeps enum-typed values as members), else the value."""
+    return value.name if isinstance(value, Enum) else value
+
+
+def _check_implicit_sites(cfg: DictConfig) -> None:
+    """Each enabled site's operator is one it allows; prior options match the prior."""
+    sites = OmegaConf.select(cfg, "model.implicit", default=None) or {}
+    for site, options in sites.items():
+        key = f"model.implicit.{site}"
+        operator = _name(options.operator)
+        if operator is None:
+            continue
+        allowed = SITE_OPERATORS[site]
+        if operator not in allowed:
+            raise ConfigValueError(
+                f"config key {key}.operator={operator!r} is invalid at site {SITE_LABELS[site]}: "
+                f"allowed values are {', '.join(allowed)} (or null: site off)"
+            )
+        prior = _name(options.prior)
+        for option, (owner, unset) in _PRIOR_OPTIONS.items():
+            if _name(options[option]) != unset and prior != owner:
+                raise ConfigValueError(
+                    f"config key {key}.{option}={_name(options[option])!r} is only read by "
+                    f"prior {owner}, but {key}.prior={prior!r}"
+                )
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    """A resolved, JSON-friendly copy of a config node (enums as their names)."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from yolor_lightning.models.head import SITE_LABELS, enabled_sites
 
 RESULTS_FILE = "results.json"
 
@@ -22,3 +25,15 @@ def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
 
 def read_results(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def implicit_choices(implicit: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """The implicit-knowledge choices of a run: `sites` (enabled sites only, as
+    `{"fa": {"operator": "add", "prior": "vector"}, ...}`) and `implicit`, the same as one
+    string (`fa:add:vector+pr:mul:vector`, or `none`)."""
+    sites = {
+        SITE_LABELS[site]: {"operator": options["operator"], "prior": options["prior"]}
+        for site, options in enabled_sites(implicit).items()
+    }
+    label = "+".join(f"{site}:{c['operator']}:{c['prior']}" for site, c in sites.items())
+    return {"sites": sites, "implicit": label or "none"}

@@ -1,7 +1,9 @@
 """``python -m yolor_lightning.summary [overrides] [--json]``: parameters and GFLOPs of a config.
 
 Takes the same overrides as training and prints the exact parameter count and the GFLOPs at the
-configured image size (``data.image_size``), as a table or, with ``--json``, as JSON.
+configured image size (``data.image_size``), in training form and with the implicit knowledge
+folded into the prediction convs (``params_folded``, ``gflops_folded``), as a table or, with
+``--json``, as JSON.
 """
 
 from __future__ import annotations
@@ -10,34 +12,40 @@ import json
 import sys
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from yolor_lightning.analysis.complexity import count_gflops, count_parameters
-from yolor_lightning.config import check_values, compose_config
+from yolor_lightning.analysis.complexity import model_cost
+from yolor_lightning.config import check_values, compose_config, plain
 from yolor_lightning.models import build_yolov4_csp
+from yolor_lightning.results import implicit_choices
 
 
 def summarize(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg)
-    network = build_yolov4_csp(cfg.model.size.name, num_classes=cfg.model.num_classes)
+    model = plain(cfg.model)
+    with torch.device("meta"):  # shapes are all that counting needs
+        network = build_yolov4_csp(model["size"], model["num_classes"], model["implicit"])
+    cost = model_cost(network, cfg.data.image_size)
     return {
         "experiment": cfg.experiment_name,
-        "model": cfg.model.name,
-        "size": cfg.model.size.name,
-        "num_classes": cfg.model.num_classes,
+        "model": model["name"],
+        "size": model["size"],
+        "num_classes": model["num_classes"],
         "image_size": cfg.data.image_size,
-        "params": count_parameters(network),
-        "gflops": round(count_gflops(network, cfg.data.image_size), 3),
+        "implicit": implicit_choices(model["implicit"])["implicit"],
+        **{key: round(value, 3) if "gflops" in key else value for key, value in cost.items()},
     }
 
 
 def print_table(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['model']} ({summary['size']})")
-    for column in summary:
-        table.add_column(column, justify="right")
-    table.add_row(*(str(value) for value in summary.values()))
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, str(value))
     Console().print(table)
 
 

@@ -19,23 +19,18 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from yolor_lightning.analysis.complexity import count_gflops, count_parameters
+from yolor_lightning.analysis.complexity import model_cost
 from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA
-from yolor_lightning.config import check_values, register_schemas
+from yolor_lightning.config import check_values, plain, register_schemas
 from yolor_lightning.loggers import build_loggers
-from yolor_lightning.results import write_results
+from yolor_lightning.results import implicit_choices, write_results
 from yolor_lightning.tasks.detection import DetectionModule
 
 register_schemas()
 
 PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
-
-
-def plain(node: DictConfig) -> dict[str, Any]:
-    """A resolved, JSON-friendly copy of a config node."""
-    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def build_module(cfg: DictConfig) -> DetectionModule:
@@ -143,11 +138,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "task": cfg.task.name,
             "data": cfg.data.name,
             "seed": cfg.seed,
+            **implicit_choices(plain(cfg.model.implicit)),
         },
         "metrics": {key.removeprefix("val/"): float(value) for key, value in final.items()},
         "model": {
-            "params": count_parameters(module.network),
-            "gflops": count_gflops(module.network, cfg.data.image_size),
+            **model_cost(module.network, cfg.data.image_size),
             "image_size": cfg.data.image_size,
         },
         "data": {"skipped": dict(datamodule.num_skipped)},

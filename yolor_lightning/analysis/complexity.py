@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from yolor_lightning.implicit import fold
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not; buffers excluded)."""
@@ -31,3 +33,15 @@ def count_gflops(model: nn.Module, image_size: int) -> float:
     finally:
         model.train(was_training)
     return counter.get_total_flops() / 1e9
+
+
+def model_cost(network: nn.Module, image_size: int) -> dict[str, int | float]:
+    """Parameters and GFLOPs of `network` as trained and once its implicit knowledge is folded
+    (`params`, `gflops`, `params_folded`, `gflops_folded`)."""
+    folded = fold(network)
+    return {
+        "params": count_parameters(network),
+        "gflops": count_gflops(network, image_size),
+        "params_folded": count_parameters(folded),
+        "gflops_folded": count_gflops(folded, image_size),
+    }

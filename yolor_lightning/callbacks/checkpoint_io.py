@@ -1,4 +1,4 @@
-"""Checkpoints written atomically: a crash mid-write never leaves a truncated ``.ckpt``."""
+"""Checkpoints written atomically: a crash mid-write never leaves a truncated file."""
 
 from __future__ import annotations
 
@@ -10,17 +10,22 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Save to a temporary file beside the target, then rename it over the target."""
+    """Lightning's checkpoint I/O with :func:`atomic_torch_save`."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
     ) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            torch.save(checkpoint, temporary)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
+        atomic_torch_save(checkpoint, path)

@@ -1,14 +1,50 @@
-"""Anchor-based YOLO detection head: one 1x1 prediction conv per level, and its box decoding."""
+"""Anchor-based YOLO detection head: one 1x1 prediction conv per level, its implicit-knowledge
+sites, and its box decoding."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from yolor_lightning.implicit import ImplicitConv2d, make_implicit
+
 Anchors = Sequence[Sequence[Sequence[float]]]
+
+SITE_OPERATORS: dict[str, tuple[str, ...]] = {
+    "fa": ("add", "mul", "concat"),  # each level's features, before the prediction conv
+    "pr": ("add", "mul"),  # each level's raw prediction, after the conv
+    "fa_star": ("mul",),  # one vector per anchor: the features that anchor's outputs read
+    "pr_star": ("mul",),  # one (w, h) pair per anchor: its w and h outputs only
+}
+"""The implicit-knowledge sites (config keys) and the operators each allows."""
+
+SITE_LABELS: dict[str, str] = {"fa": "fa", "pr": "pr", "fa_star": "fa*", "pr_star": "pr*"}
+"""Site names as the paper, the docs and results.json write them."""
+
+
+def enabled_sites(implicit: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """The sites of an `implicit` mapping (site -> options) whose operator is not None, checked
+    against `SITE_OPERATORS`; options are those of `make_implicit` (operator, prior, std, ...)."""
+    sites = {}
+    for site, options in (implicit or {}).items():
+        if site not in SITE_OPERATORS:
+            raise ValueError(
+                f"unknown implicit site {site!r}; allowed: {', '.join(SITE_OPERATORS)}"
+            )
+        operator = options.get("operator")
+        if operator is None:
+            continue
+        if operator not in SITE_OPERATORS[site]:
+            raise ValueError(
+                f"operator {operator!r} is not allowed at implicit site {SITE_LABELS[site]}; "
+                f"allowed: {', '.join(SITE_OPERATORS[site])}"
+            )
+        sites[site] = dict(options)
+    return sites
 
 
 class DetectionHead(nn.Module):
@@ -16,6 +52,8 @@ class DetectionHead(nn.Module):
 
     Raw output per level: `[B, A, H, W, 5 + nc]` logits in the order x, y, w, h, objectness,
     classes. `anchors` are (w, h) pairs in input pixels, one sequence of pairs per level.
+    `implicit` maps sites (`SITE_OPERATORS`) to their options; with any site enabled, each
+    prediction conv is an `ImplicitConv2d` (`yolor_lightning.implicit.fold` makes it plain).
     """
 
     def __init__(
@@ -24,6 +62,7 @@ class DetectionHead(nn.Module):
         num_classes: int,
         anchors: Anchors,
         strides: Sequence[int],
+        implicit: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         super().__init__()
         anchor_wh = torch.tensor(
@@ -39,19 +78,45 @@ class DetectionHead(nn.Module):
         self.num_anchors = anchor_wh.shape[1]
         self.strides = tuple(int(s) for s in strides)
         self.register_buffer("anchors", anchor_wh)
+        sites = enabled_sites(implicit)
+        widen = 2 if sites.get("fa", {}).get("operator") == "concat" else 1
+        convs = [nn.Conv2d(widen * c, self.num_anchors * self.num_outputs, 1) for c in in_channels]
+        self._init_prediction_biases(convs)
         self.predictors = nn.ModuleList(
-            nn.Conv2d(c, self.num_anchors * self.num_outputs, 1) for c in in_channels
+            self._with_sites(conv, c, sites) if sites else conv
+            for conv, c in zip(convs, in_channels, strict=True)
         )
-        self._init_prediction_biases()
 
     @torch.no_grad()
-    def _init_prediction_biases(self) -> None:
+    def _init_prediction_biases(self, convs: Sequence[nn.Conv2d]) -> None:
         """Priors of the official code: about 8 objects per 640x640 image, class probability
         0.6 / (nc - 0.99)."""
-        for predictor, stride in zip(self.predictors, self.strides, strict=True):
-            bias = predictor.bias.view(self.num_anchors, self.num_outputs)
+        for conv, stride in zip(convs, self.strides, strict=True):
+            bias = conv.bias.view(self.num_anchors, self.num_outputs)
             bias[:, 4] += math.log(8 / (640 / stride) ** 2)
             bias[:, 5:] += math.log(0.6 / (self.num_classes - 0.99))
+
+    def _with_sites(
+        self, conv: nn.Conv2d, channels: int, sites: Mapping[str, Mapping[str, Any]]
+    ) -> ImplicitConv2d:
+        """`conv` with the enabled sites around it: fa then fa* on its input, pr then pr* on its
+        output (`channels`: the features' width before an fa concat)."""
+        anchors, outputs = self.num_anchors, conv.out_channels
+        before, after = [], []
+        if "fa" in sites:
+            before.append(make_implicit(channels=channels, **sites["fa"]))
+        if "fa_star" in sites:
+            before.append(
+                make_implicit(channels=conv.in_channels, groups=anchors, **sites["fa_star"])
+            )
+        if "pr" in sites:
+            after.append(make_implicit(channels=outputs, **sites["pr"]))
+        if "pr_star" in sites:
+            wh = [a * self.num_outputs + k for a in range(anchors) for k in (2, 3)]
+            after.append(
+                make_implicit(channels=outputs, groups=anchors, positions=wh, **sites["pr_star"])
+            )
+        return ImplicitConv2d(conv, before, after)
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [

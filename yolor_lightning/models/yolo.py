@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,8 @@ MODEL_SIZES: dict[str, tuple[float, float]] = {
 
 class YOLOv4CSP(nn.Module):
     """YOLOv4-CSP detector; `forward` returns the head's raw per-level logits
-    `[B, A, H/s, W/s, 5 + nc]`, `head.decode` turns them into boxes."""
+    `[B, A, H/s, W/s, 5 + nc]`, `head.decode` turns them into boxes. `implicit` configures the
+    head's implicit-knowledge sites (see `DetectionHead`)."""
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class YOLOv4CSP(nn.Module):
         depth: float = 1.0,
         anchors: Anchors = DEFAULT_ANCHORS,
         strides: Sequence[int] = (8, 16, 32),
+        implicit: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         super().__init__()
         self.backbone = CSPDarknet53(width, depth)
@@ -47,16 +50,20 @@ class YOLOv4CSP(nn.Module):
                 f"got {tuple(strides)}"
             )
         self.neck = CSPPAN(self.backbone.out_channels, width, depth)
-        self.head = DetectionHead(self.neck.out_channels, num_classes, anchors, strides)
+        self.head = DetectionHead(self.neck.out_channels, num_classes, anchors, strides, implicit)
         self.num_classes = num_classes
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.head(self.neck(self.backbone(images)))
 
 
-def build_yolov4_csp(size: str, num_classes: int) -> YOLOv4CSP:
-    """YOLOv4-CSP of a named size (a key of `MODEL_SIZES`) with default anchors and strides."""
+def build_yolov4_csp(
+    size: str, num_classes: int, implicit: Mapping[str, Mapping[str, Any]] | None = None
+) -> YOLOv4CSP:
+    """YOLOv4-CSP of a named size (a key of `MODEL_SIZES`) with default anchors and strides, and
+    the implicit-knowledge sites of `implicit` (site -> options, e.g.
+    `{"fa": {"operator": "add"}, "pr": {"operator": "mul", "prior": "vector"}}`)."""
     if size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {size!r}; allowed sizes: {', '.join(MODEL_SIZES)}")
     width, depth = MODEL_SIZES[size]
-    return YOLOv4CSP(num_classes=num_classes, width=width, depth=depth)
+    return YOLOv4CSP(num_classes=num_classes, width=width, depth=depth, implicit=implicit)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from yolor_lightning.data.transforms import letterbox_to_original
+from yolor_lightning.implicit import Implicit, sparsity_penalty
 from yolor_lightning.models import build_yolov4_csp
 from yolor_lightning.tasks.evaluation import CocoEvaluator
 from yolor_lightning.tasks.loss import YoloLoss
@@ -17,11 +18,20 @@ from yolor_lightning.tasks.schedule import WarmupCosineSchedule
 
 
 def split_decay_groups(network: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Split parameters into conv weights (decayed), norm weights and biases (not decayed)."""
-    groups: dict[str, list[nn.Parameter]] = {"weights": [], "norms": [], "biases": []}
+    """Split parameters into conv weights (decayed), norm weights, biases and implicit knowledge
+    (not decayed: implicit vectors are priors in their own right, not weights to shrink)."""
+    groups: dict[str, list[nn.Parameter]] = {
+        "weights": [],
+        "norms": [],
+        "biases": [],
+        "implicit": [],
+    }
+    implicit = {id(p) for m in network.modules() if isinstance(m, Implicit) for p in m.parameters()}
     for module in network.modules():
         for name, parameter in module.named_parameters(recurse=False):
-            if name == "bias":
+            if id(parameter) in implicit:
+                groups["implicit"].append(parameter)
+            elif name == "bias":
                 groups["biases"].append(parameter)
             elif isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
                 groups["norms"].append(parameter)
@@ -45,15 +55,19 @@ class DetectionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.network = build_yolov4_csp(model["size"], num_classes=model["num_classes"])
+        self.network = build_yolov4_csp(
+            model["size"], model["num_classes"], implicit=model.get("implicit")
+        )
         if channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
         head = self.network.head
+        detection_loss = dict(loss)
+        self.sparsity_gain = detection_loss.pop("sparsity_gain", 0.0)
         self.loss_fn = YoloLoss(
             anchors=head.anchors,
             strides=head.strides,
             num_classes=model["num_classes"],
-            **loss,
+            **detection_loss,
         )
         self.evaluator = CocoEvaluator()
 
@@ -69,6 +83,10 @@ class DetectionModule(L.LightningModule):
         raw = self(batch["images"])
         total, parts = self.loss_fn(raw, batch["targets"])
         batch_size = len(batch["targets"])
+        penalty = sparsity_penalty(self.network)
+        if penalty is not None:  # batch-scaled like the detection terms (see YoloLoss)
+            total = total + batch_size * self.sparsity_gain * penalty
+            parts["sparsity"] = self.sparsity_gain * penalty.detach()
         self.log("train/loss", total / batch_size, prog_bar=True, batch_size=batch_size)
         self.log_dict(
             {f"train/{name}": value for name, value in parts.items()}, batch_size=batch_size
@@ -138,6 +156,7 @@ class DetectionModule(L.LightningModule):
                 {"params": groups["weights"], "weight_decay": decay},
                 {"params": groups["norms"], "weight_decay": 0.0},
                 {"params": groups["biases"], "weight_decay": 0.0, "is_bias": True},
+                {"params": groups["implicit"], "weight_decay": 0.0},
             ],
             lr=settings["lr"],
             momentum=settings["momentum"],

@@ -1,0 +1,125 @@
+"""``python -m yolor_lightning.export ckpt=PATH [out=DIR] [image_size=N]``: the folded model.
+
+Loads a training checkpoint (its EMA weights), folds every implicit tensor into the neighbouring
+convolution (:func:`yolor_lightning.implicit.fold`) and writes, into ``out`` (default: an
+``export/`` folder beside the checkpoint):
+
+- ``model_folded.pt``: the plain network's ``state_dict`` with the config that rebuilds it
+  (:func:`load_folded`); the folded network is the baseline architecture, implicit sites gone;
+- ``model_folded.onnx``: images ``[B, 3, S, S]`` float in [0, 1] -> ``predictions`` ``[B, N, 5+nc]``
+  (cx, cy, w, h in pixels, objectness and class probabilities), ready for NMS.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from yolor_lightning.callbacks.checkpoint_io import atomic_torch_save
+from yolor_lightning.implicit import fold
+from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
+from yolor_lightning.tasks.detection import DetectionModule
+
+ARGUMENTS = ("ckpt", "out", "image_size")
+FOLDED_CHECKPOINT = "model_folded.pt"
+FOLDED_ONNX = "model_folded.onnx"
+
+
+class DecodedDetector(nn.Module):
+    """The network followed by its box decoding: one tensor out, as deployment wants."""
+
+    def __init__(self, network: YOLOv4CSP):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network.head.decode(self.network(images))
+
+
+def load_folded(path: str | Path) -> YOLOv4CSP:
+    """Rebuild the plain network written by :func:`export`."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    network = build_yolov4_csp(saved["size"], num_classes=saved["num_classes"])
+    network.load_state_dict(saved["state_dict"])
+    return network.eval()
+
+
+def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | None = None) -> dict:
+    """Fold the checkpoint's network and write it as a checkpoint and as ONNX; return the paths."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    module = DetectionModule.load_from_checkpoint(ckpt, map_location="cpu")
+    folded = fold(module.network.eval()).to(memory_format=torch.contiguous_format)
+    model = module.hparams.model
+    size = image_size or checkpoint.get("datamodule_hyper_parameters", {}).get("image_size")
+    if not size:
+        raise ValueError(f"{ckpt} does not record the image size: pass image_size=N")
+    out_dir = Path(out) if out else ckpt.parent / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    weights = out_dir / FOLDED_CHECKPOINT
+    atomic_torch_save(
+        {
+            "size": str(model["size"]),
+            "num_classes": int(model["num_classes"]),
+            "folded_from": {"checkpoint": str(ckpt), "implicit": model.get("implicit")},
+            "state_dict": folded.state_dict(),
+        },
+        weights,
+    )
+    onnx_path = out_dir / FOLDED_ONNX
+    _export_onnx(DecodedDetector(folded).eval(), int(size), onnx_path)
+    return {"checkpoint": weights, "onnx": onnx_path, "image_size": int(size)}
+
+
+def _export_onnx(detector: nn.Module, image_size: int, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    example = torch.rand(1, 3, image_size, image_size)
+    try:
+        torch.onnx.export(
+            detector,
+            (example,),
+            temporary,
+            input_names=["images"],
+            output_names=["predictions"],
+            dynamic_shapes={"images": {0: torch.export.Dim("batch", max=1024)}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def parse_arguments(argv: list[str]) -> dict[str, str]:
+    """``key=value`` arguments, as Hydra overrides look; unknown keys name the allowed ones."""
+    arguments = {}
+    for argument in argv:
+        key, separator, value = argument.partition("=")
+        if not separator or key not in ARGUMENTS:
+            raise SystemExit(
+                f"export: bad argument {argument!r}; expected key=value with key in {ARGUMENTS}"
+            )
+        arguments[key] = value
+    if "ckpt" not in arguments:
+        raise SystemExit("export: ckpt=PATH is required")
+    return arguments
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parse_arguments(list(sys.argv[1:] if argv is None else argv))
+    image_size = int(arguments["image_size"]) if "image_size" in arguments else None
+    written = export(arguments["ckpt"], arguments.get("out"), image_size)
+    print(f"folded checkpoint: {written['checkpoint']}")
+    print(f"ONNX ({written['image_size']}x{written['image_size']}): {written['onnx']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,13 +12,13 @@ convolution (:func:`yolor_lightning.implicit.fold`) and writes, into ``out`` (de
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from yolor_lightning.atomic import atomic_path
 from yolor_lightning.callbacks.checkpoint_io import atomic_torch_save
 from yolor_lightning.implicit import fold
 from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
@@ -54,7 +54,8 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    module = DetectionModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = DetectionModule(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])
     folded = fold(module.network.eval()).to(memory_format=torch.contiguous_format)
     model = module.hparams.model
     size = image_size or checkpoint.get("datamodule_hyper_parameters", {}).get("image_size")
@@ -79,9 +80,8 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
 
 
 def _export_onnx(detector: nn.Module, image_size: int, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     example = torch.rand(1, 3, image_size, image_size)
-    try:
+    with atomic_path(path) as temporary:
         torch.onnx.export(
             detector,
             (example,),
@@ -93,9 +93,6 @@ def _export_onnx(detector: nn.Module, image_size: int, path: Path) -> None:
             external_data=False,
             verbose=False,
         )
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def parse_arguments(argv: list[str]) -> dict[str, str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from yolor_lightning.atomic import atomic_path
 from yolor_lightning.models.head import SITE_LABELS, enabled_sites
 
 RESULTS_FILE = "results.json"
@@ -16,10 +16,8 @@ RESULTS_FILE = "results.json"
 def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
     """Write ``results.json`` atomically (temporary file, then rename)."""
     path = Path(output_dir) / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{RESULTS_FILE}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from yolor_lightning.atomic import atomic_path
+
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
+    """``torch.save`` through :func:`~yolor_lightning.atomic.atomic_path`."""
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -31,14 +31,15 @@ def images_per_second(
     if channels_last:
         network = network.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    loss_fn = YoloLoss(network.head.anchors, network.head.strides, num_classes=8)
+    head = network.heads["det"]
+    loss_fn = YoloLoss(head.anchors, head.strides, num_classes=8)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     boxes = torch.tensor([[10.0, 20.0, 60.0, 90.0], [100.0, 100.0, 150.0, 180.0]])
     targets = [{"boxes": boxes, "labels": torch.tensor([1, 2])}] * batch_size
     for step in range(steps + 2):  # two warm-up steps
         if step == 2:
             started = time.perf_counter()
-        total, _ = loss_fn(network(images), targets)
+        total, _ = loss_fn(network(images)["det"], targets)
         optimizer.zero_grad()
         total.backward()
         optimizer.step()

@@ -63,7 +63,7 @@ def test_sites_are_found_with_their_level_operator_prior_and_shape():
             ("pr*", level, "mul", "vector", (3, 2)),
         ]
     assert found == expected
-    assert find_sites(network)[0].path == "head.predictors.0.before.0"
+    assert find_sites(network)[0].path == "heads.det.predictors.0.before.0"
 
 
 def test_a_network_without_implicit_knowledge_has_no_sites():

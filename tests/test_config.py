@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from yolor_lightning.config import ConfigValueError, check_values, compose_config
 from yolor_lightning.models import MODEL_SIZES
-from yolor_lightning.models.head import SITE_OPERATORS
+from yolor_lightning.models.sites import SITE_OPERATORS
 
 
 def composition_message(error: BaseException) -> str:

@@ -1,6 +1,7 @@
 """COCO-format reader: label mapping, and every bad input named (or skipped and counted)."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from yolor_lightning.data.coco import CocoDetection, CocoFormatError, UnreadableImageError
-from yolor_lightning.data.datamodule import DetectionDataset, collate_detection
+from yolor_lightning.data.datamodule import DetectionDataset, collate_batch
 from yolor_lightning.data.shapes import ShapesConfig, ensure_shapes
 
 
@@ -34,7 +35,7 @@ def test_category_ids_map_to_sorted_contiguous_labels(split):
     for i, ann in enumerate(coco["annotations"]):
         ann["category_id"] = ids[i % 3]
     ann_file.write_text(json.dumps(coco))
-    dataset = CocoDetection(ann_file, image_dir)
+    dataset = CocoDetection(ann_file, image_dir, identity_key="track_id")
     assert dataset.category_ids == [7, 40, 90] and dataset.class_names == ["a", "b", "c"]
     first = [a for a in coco["annotations"] if a["image_id"] == coco["images"][0]["id"]]
     sample = dataset[0]
@@ -44,6 +45,31 @@ def test_category_ids_map_to_sorted_contiguous_labels(split):
     assert sample["boxes"][0].tolist() == [x, y, x + w, y + h]
     assert sample["image"].dtype == torch.uint8 and sample["image"].shape[0] == 3
     assert sample["identities"].tolist() == [a["track_id"] for a in first]
+
+
+def test_identities_fall_back_to_categories_and_say_so_once(split, caplog):
+    ann_file, image_dir, coco = split
+    for ann in coco["annotations"][::2]:
+        del ann["track_id"]
+    ann_file.write_text(json.dumps(coco))
+    with caplog.at_level(logging.WARNING, logger="yolor_lightning.data.coco"):
+        dataset = CocoDetection(ann_file, image_dir, identity_key="track_id")
+    (warning,) = caplog.records
+    lacking = len(coco["annotations"][::2])
+    assert f"{lacking} of {len(coco['annotations'])} annotations have no 'track_id'" in (
+        warning.getMessage()
+    )
+    assert str(ann_file) in warning.getMessage()
+    first = [a for a in coco["annotations"] if a["image_id"] == coco["images"][0]["id"]]
+    labels = dataset[0]["labels"].tolist()
+    expected = [a.get("track_id", label) for a, label in zip(first, labels, strict=True)]
+    assert dataset[0]["identities"].tolist() == expected
+
+
+def test_identities_are_categories_without_an_identity_key(split):
+    ann_file, image_dir, _ = split
+    sample = CocoDetection(ann_file, image_dir)[0]
+    assert sample["identities"].tolist() == sample["labels"].tolist()
 
 
 def test_malformed_json_names_the_file_and_the_position(split):
@@ -116,7 +142,7 @@ def test_corrupt_image_is_named_when_read_or_dropped_and_counted_in_the_batch(sp
         DetectionDataset(dataset, 64)[1]
 
     skipping = DetectionDataset(CocoDetection(ann_file, image_dir, skip_bad=True), 64)
-    batch = collate_detection([skipping[i] for i in range(len(skipping))], image_size=64)
+    batch = collate_batch([skipping[i] for i in range(len(skipping))], image_size=64, num_classes=8)
     assert batch["num_skipped"] == 1
     assert batch["images"].shape == (len(coco["images"]) - 1, 3, 64, 64)
     assert [m["image_id"] for m in batch["meta"]] == [

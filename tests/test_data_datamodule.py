@@ -16,7 +16,7 @@ from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, ensure_shapes
 CONF = Path(__file__).parents[1] / "conf" / "data"
 TINY = {"num_train": 12, "num_val": 6}
 REQUIRED = {"_target_", "name", "root", "num_classes", "image_size", "batch_size", "num_workers"}
-REQUIRED |= {"skip_bad", "augment"}
+REQUIRED |= {"skip_bad", "augment", "identity_key"}
 
 
 def _config(name: str, **overrides):
@@ -68,7 +68,8 @@ def test_shapes_num_classes_mismatch_is_an_error(tmp_path):
 
 def test_shapes_batches_have_the_documented_format(shapes_root):
     dm = instantiate(
-        _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4, num_workers=0)
+        _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4, num_workers=0),
+        targets=["det", "cls", "emb"],
     )
     dm.prepare_data()
     dm.setup("fit")
@@ -84,6 +85,7 @@ def test_shapes_batches_have_the_documented_format(shapes_root):
         assert len(target["identities"]) == len(target["labels"])
         assert ((target["boxes"] >= 0) & (target["boxes"] <= 256)).all()
     assert all("gt" not in m for m in train["meta"])
+    assert train["image_labels"].shape == (4, dm.num_classes)
 
     val = next(iter(dm.val_dataloader()))
     meta = val["meta"][0]
@@ -92,9 +94,44 @@ def test_shapes_batches_have_the_documented_format(shapes_root):
     assert gt["boxes"].dtype == torch.float32 and gt["area"].dtype == torch.float32
     assert gt["labels"].dtype == gt["iscrowd"].dtype == torch.int64
     torch.testing.assert_close(val["targets"][0]["boxes"], gt["boxes"])
+    for row, image in enumerate(val["meta"]):  # every category in the file, crowd included
+        present = torch.zeros(dm.num_classes)
+        present[image["gt"]["labels"]] = 1
+        assert torch.equal(val["image_labels"][row], present)
 
     test = next(iter(dm.test_dataloader()))  # no test split: the val split
     assert [m["image_id"] for m in test["meta"]] == [m["image_id"] for m in val["meta"]]
+
+
+def test_batches_carry_only_the_requested_targets(shapes_root):
+    dm = instantiate(
+        _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4, num_workers=0),
+        targets=["cls"],
+    )
+    val = next(iter(dm.val_dataloader()))
+    assert "image_labels" in val and all("gt" not in m for m in val["meta"])
+    assert all(set(target) == {"boxes", "labels"} for target in val["targets"])
+
+
+def test_unknown_target_names_the_key_and_the_choices(tmp_path):
+    with pytest.raises(InstantiationException, match=r"data\.targets=\['det', 'seg'\].*'emb'"):
+        instantiate(_config("shapes", root=str(tmp_path)), targets=["det", "seg"])
+
+
+def test_shapes_identities_recur_across_images_in_both_splits(tmp_path):
+    """Every identity of the val split is seen in training and most recur within val, so
+    retrieval by identity is measurable (a small pool here; the default has 48 identities over
+    300 val images)."""
+    config = ShapesConfig(num_train=24, num_val=12, num_identities=6, image_size=64)
+    folder = ensure_shapes(tmp_path, config, workers=1)
+    images_of: dict[str, dict[int, set[int]]] = {}
+    for split in ("train", "val"):
+        coco = json.loads((folder / "annotations" / f"instances_{split}.json").read_text())
+        images_of[split] = {}
+        for ann in coco["annotations"]:
+            images_of[split].setdefault(ann["track_id"], set()).add(ann["image_id"])
+    assert set(images_of["val"]) == set(images_of["train"]) == set(range(1, 7))
+    assert all(len(images) >= 2 for images in images_of["val"].values())
 
 
 def test_loaders_with_workers_are_persistent(shapes_root):

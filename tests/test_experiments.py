@@ -36,7 +36,15 @@ PAPER_CELLS = {
     "ifa_nn": "fa:add:nn",
     "ifa_mf": "fa:add:mf",
     "yolor_csp": "fa:add:vector+pr:mul:vector",
+    "det_only": "none",
+    "cls_only": "none",
+    "jdc": "none",
+    "ijdc": "fa:add:vector+task.cls:add:vector",
+    "jde": "none",
+    "ijde": "fa:add:vector+task.emb:add:vector",
 }
+TASKS_OF = {"cls_only": ["cls"], "jdc": ["det", "cls"], "ijdc": ["det", "cls"]}
+TASKS_OF |= {"jde": ["det", "emb"], "ijde": ["det", "emb"]}
 
 
 def test_every_cell_of_the_papers_tables_has_an_experiment_file():
@@ -51,14 +59,22 @@ def test_experiment_composes_builds_and_runs_forward(name: str):
     model = plain(cfg.model)
     if name in PAPER_CELLS:
         assert implicit_choices(model["implicit"])["implicit"] == PAPER_CELLS[name]
-    network = build_yolov4_csp(model["size"], model["num_classes"], model["implicit"]).eval()
+    assert model["tasks"] == TASKS_OF.get(name, ["det"]) == list(cfg.task.targets)
+    network = build_yolov4_csp(
+        model["size"], model["num_classes"], model["implicit"], model["tasks"]
+    ).eval()
     with torch.no_grad():
-        raw = network(torch.rand(1, 3, 64, 64))
-    assert [tuple(level.shape) for level in raw] == [
-        (1, 3, 8, 8, 5 + model["num_classes"]),
-        (1, 3, 4, 4, 5 + model["num_classes"]),
-        (1, 3, 2, 2, 5 + model["num_classes"]),
-    ]
+        outputs = network(torch.rand(1, 3, 64, 64))
+    assert list(outputs) == model["tasks"]
+    grids = [8, 4, 2]
+    if "det" in outputs:
+        shapes = [(1, 3, g, g, 5 + model["num_classes"]) for g in grids]
+        assert [tuple(level.shape) for level in outputs["det"]] == shapes
+    if "cls" in outputs:
+        assert outputs["cls"].shape == (1, model["num_classes"])
+    if "emb" in outputs:
+        shapes = [(1, model["embedding_dim"], g, g) for g in grids]
+        assert [tuple(level.shape) for level in outputs["emb"]] == shapes
 
 
 def test_implicit_choices_list_enabled_sites_with_their_paper_names():

@@ -20,11 +20,26 @@ from yolor_lightning.train import build_module
 IMAGE_SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def yolor_csp_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
-    """A checkpoint of tiny YOLOR-CSP (fa add + pr mul) with implicit tensors far from identity."""
+ALL_TASKS_WITH_SITES = [
+    "+experiment=ijde",  # fa add + task.emb add
+    "task.targets=[det,cls,emb]",
+    "model.implicit.task_cls.operator=mul",
+    "model.embedding_dim=16",
+]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[["+experiment=yolor_csp"], ALL_TASKS_WITH_SITES],
+    ids=["yolor_csp", "det_cls_emb"],
+)
+def implicit_checkpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, torch.nn.Module]:
+    """A checkpoint of a tiny network with implicit sites (YOLOR-CSP: fa add + pr mul; or every
+    task with its own site) whose implicit tensors are far from the identity."""
     torch.manual_seed(0)
-    module = build_module(compose_config(["+experiment=yolor_csp"]))
+    module = build_module(compose_config(request.param))
     implicit = [
         p for m in module.network.modules() if isinstance(m, Implicit) for p in m.parameters()
     ]
@@ -46,28 +61,43 @@ def yolor_csp_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     return path, module.network.eval()
 
 
+def deployed_outputs(network: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What deployment wants from each task, computed independently of the export wrapper."""
+    with torch.no_grad():
+        outputs = network(images)
+    expected = {}
+    if "det" in outputs:
+        expected["predictions"] = network.heads["det"].decode(outputs["det"])
+    if "cls" in outputs:
+        expected["class_probabilities"] = outputs["cls"].sigmoid()
+    for level, embedding in enumerate(outputs.get("emb", [])):
+        expected[f"embeddings_p{level + 3}"] = embedding / embedding.norm(dim=1, keepdim=True)
+    return expected
+
+
 @pytest.mark.slow
-def test_export_writes_a_folded_checkpoint_and_onnx_that_match_pytorch(yolor_csp_checkpoint):
-    path, network = yolor_csp_checkpoint
+def test_export_writes_a_folded_checkpoint_and_onnx_that_match_pytorch(implicit_checkpoint):
+    path, network = implicit_checkpoint
     written = export(path)
     folder = path.parent / "export"
     assert sorted(p.name for p in folder.iterdir()) == ["model_folded.onnx", "model_folded.pt"]
 
     images = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    with torch.no_grad():
-        expected = network.head.decode(network(images))
+    expected = deployed_outputs(network, images)
 
     folded = load_folded(written["checkpoint"])
     assert not any(isinstance(m, Implicit) for m in folded.modules())
-    assert count_parameters(folded) == count_parameters(build_yolov4_csp("tiny", 8))
-    with torch.no_grad():
-        torch.testing.assert_close(
-            folded.head.decode(folded(images)), expected, rtol=1e-5, atol=1e-5
-        )
+    dim = network.heads["emb"].dim if "emb" in network.heads else 128
+    plain = build_yolov4_csp("tiny", 8, tasks=network.tasks, embedding_dim=dim)
+    assert count_parameters(folded) == count_parameters(plain)
+    for name, value in deployed_outputs(folded, images).items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-5)
 
     session = onnxruntime.InferenceSession(str(written["onnx"]))
-    (predictions,) = session.run(None, {"images": images.numpy()})
-    np.testing.assert_allclose(predictions, expected.numpy(), rtol=1e-4, atol=1e-4)
+    names = [output.name for output in session.get_outputs()]
+    assert names == list(expected)
+    for name, value in zip(names, session.run(None, {"images": images.numpy()}), strict=True):
+        np.testing.assert_allclose(value, expected[name].numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_export_cli_names_the_allowed_arguments(tmp_path: Path):

@@ -20,8 +20,8 @@ from yolor_lightning.implicit import (
     make_prior,
     sparsity_penalty,
 )
-from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
-from yolor_lightning.models.head import SITE_OPERATORS
+from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp, output_tensors
+from yolor_lightning.models.sites import SITE_OPERATORS
 
 NUM_CLASSES = 3
 IMAGE_SIZE = 64
@@ -32,6 +32,11 @@ SITE_MATRIX = [
     for prior in PRIORS
 ]
 YOLOR_CSP = {"fa": {"operator": "add"}, "pr": {"operator": "mul"}}
+ALL_TASKS = ("det", "cls", "emb")  # every branch, so that every site can be enabled
+
+
+def multi_task_network(implicit: dict | None = None) -> YOLOv4CSP:
+    return build_yolov4_csp("tiny", NUM_CLASSES, implicit, tasks=ALL_TASKS, embedding_dim=16)
 
 
 def randomize(network: nn.Module) -> nn.Module:
@@ -123,11 +128,11 @@ def test_operators_combine_as_the_formulas_say():
 def test_concat_at_fa_doubles_the_prediction_conv_input():
     with torch.device("meta"):
         model = YOLOv4CSP(num_classes=80, implicit={"fa": {"operator": "concat"}})
-    assert [p.conv.in_channels for p in model.head.predictors] == [512, 1024, 2048]
+    assert [p.conv.in_channels for p in model.heads["det"].predictors] == [512, 1024, 2048]
 
 
 def test_pr_star_scales_only_the_width_and_height_outputs():
-    head = build_yolov4_csp("tiny", NUM_CLASSES, {"pr_star": {"operator": "mul"}}).head
+    head = build_yolov4_csp("tiny", NUM_CLASSES, {"pr_star": {"operator": "mul"}}).heads["det"]
     (implicit,) = head.predictors[0].after
     with torch.no_grad():
         implicit.prior.z.fill_(2.0)
@@ -187,9 +192,7 @@ def test_folding_rejects_a_conv_it_cannot_fold_into():
 @pytest.mark.parametrize(("site", "operator", "prior"), SITE_MATRIX)
 def test_fold_matches_unfolded_output_and_costs_the_baseline(site, operator, prior):
     torch.manual_seed(0)
-    network = randomize(
-        build_yolov4_csp("tiny", NUM_CLASSES, {site: {"operator": operator, "prior": prior}})
-    )
+    network = randomize(multi_task_network({site: {"operator": operator, "prior": prior}}))
     check_fold(network)
 
 
@@ -202,21 +205,26 @@ def test_fold_matches_unfolded_output_and_costs_the_baseline(site, operator, pri
             "fa_star": {"operator": "mul", "prior": "mf", "coefficients": "nonneg"},
             "pr": {"operator": "add", "prior": "mf", "coefficients": "sparse"},
             "pr_star": {"operator": "mul", "prior": "nn", "latent_dim": 3},
+            "task_cls": {"operator": "concat", "prior": "mf"},
+            "task_emb": {"operator": "mul", "prior": "nn"},
         },
     ],
     ids=["yolor_csp", "all_sites"],
 )
 def test_fold_of_combined_sites_matches_unfolded_output(implicit):
     torch.manual_seed(0)
-    check_fold(randomize(build_yolov4_csp("tiny", NUM_CLASSES, implicit)))
+    check_fold(randomize(multi_task_network(implicit)))
 
 
 def check_fold(network: YOLOv4CSP) -> None:
-    baseline = build_yolov4_csp("tiny", NUM_CLASSES)
+    """Every task's outputs agree; the folded network is the baseline (same tasks, no site)."""
+    baseline = multi_task_network()
     images = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)
     folded = fold(network)
     with torch.no_grad():
-        assert_relative_close(folded(images), network(images))
+        actual, expected = folded(images), network(images)
+    assert actual.keys() == expected.keys() == set(ALL_TASKS)
+    assert_relative_close(output_tensors(actual), output_tensors(expected))
     assert type(folded) is YOLOv4CSP
     assert not any(isinstance(m, Implicit | ImplicitConv2d) for m in folded.modules())
     assert folded.state_dict().keys() == baseline.state_dict().keys()
@@ -229,7 +237,7 @@ def test_fold_leaves_the_trained_network_untouched():
     before = {k: v.clone() for k, v in network.state_dict().items()}
     fold(network)
     assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
-    assert isinstance(network.head.predictors[0], ImplicitConv2d)
+    assert isinstance(network.heads["det"].predictors[0], ImplicitConv2d)
 
 
 def test_full_size_yolor_csp_implicit_knowledge_is_under_a_ten_thousandth_of_the_parameters():
@@ -249,3 +257,5 @@ def test_network_rejects_a_site_or_operator_it_does_not_have():
         build_yolov4_csp("tiny", NUM_CLASSES, {"neck": {"operator": "add"}})
     with pytest.raises(ValueError, match="one implicit vector"):
         make_implicit("concat", 4, groups=3)
+    with pytest.raises(ValueError, match=r"task\.cls sits in the cls branch.*\['det'\]"):
+        build_yolov4_csp("tiny", NUM_CLASSES, {"task_cls": {"operator": "add"}})

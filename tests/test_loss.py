@@ -142,9 +142,9 @@ def test_level_weights_need_one_weight_per_level() -> None:
 def test_loss_backpropagates_into_the_network() -> None:
     torch.manual_seed(0)
     model = build_yolov4_csp("tiny", NUM_CLASSES)
-    loss = YoloLoss(model.head.anchors, model.head.strides, NUM_CLASSES)
-    total, _ = loss(model(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)), BOX_TARGETS)
+    loss = YoloLoss(model.heads["det"].anchors, model.heads["det"].strides, NUM_CLASSES)
+    total, _ = loss(model(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE))["det"], BOX_TARGETS)
     total.backward()
-    gradient = model.head.predictors[0].weight.grad
+    gradient = model.heads["det"].predictors[0].weight.grad
     assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
     assert math.isfinite(total.item())

@@ -22,7 +22,7 @@ def tiny_model() -> YOLOv4CSP:
 
 def test_raw_outputs_have_one_map_per_level_at_non_square_input(tiny_model: YOLOv4CSP) -> None:
     with torch.no_grad():
-        raw = tiny_model(torch.rand(2, 3, 128, 192))
+        raw = tiny_model(torch.rand(2, 3, 128, 192))["det"]
     assert [tuple(level.shape) for level in raw] == [
         (2, 3, 16, 24, 5 + NUM_CLASSES),
         (2, 3, 8, 12, 5 + NUM_CLASSES),
@@ -32,7 +32,7 @@ def test_raw_outputs_have_one_map_per_level_at_non_square_input(tiny_model: YOLO
 
 def test_decoded_output_stacks_all_levels_and_anchors(tiny_model: YOLOv4CSP) -> None:
     with torch.no_grad():
-        decoded = tiny_model.head.decode(tiny_model(torch.rand(2, 3, 128, 192)))
+        decoded = tiny_model.heads["det"].decode(tiny_model(torch.rand(2, 3, 128, 192))["det"])
     cells = 16 * 24 + 8 * 12 + 4 * 6
     assert decoded.shape == (2, 3 * cells, 5 + NUM_CLASSES)
     assert decoded[..., 4:].min() >= 0 and decoded[..., 4:].max() <= 1
@@ -55,7 +55,7 @@ def test_decode_matches_hand_computation() -> None:
 
 
 def test_anchors_are_a_pixel_buffer_per_level(tiny_model: YOLOv4CSP) -> None:
-    head = tiny_model.head
+    head = tiny_model.heads["det"]
     assert head.anchors.shape == (3, 3, 2)
     assert head.anchors[2, 2].tolist() == [459.0, 401.0]
     assert "anchors" in dict(head.named_buffers())
@@ -63,7 +63,7 @@ def test_anchors_are_a_pixel_buffer_per_level(tiny_model: YOLOv4CSP) -> None:
 
 
 def test_prediction_biases_start_at_official_priors(tiny_model: YOLOv4CSP) -> None:
-    head = tiny_model.head
+    head = tiny_model.heads["det"]
     for predictor, stride in zip(head.predictors, head.strides, strict=True):
         bias = predictor.bias.detach().view(3, 5 + NUM_CLASSES)
         default_init_bound = 1 / math.sqrt(predictor.in_channels)
@@ -83,19 +83,19 @@ def test_head_predictors_read_the_neck_outputs() -> None:
     with torch.device("meta"):
         model = YOLOv4CSP(num_classes=80)
     assert model.neck.out_channels == (256, 512, 1024)
-    assert isinstance(model.head.predictors, nn.ModuleList)
-    assert [p.in_channels for p in model.head.predictors] == [256, 512, 1024]
-    assert [p.out_channels for p in model.head.predictors] == [255, 255, 255]
+    assert isinstance(model.heads["det"].predictors, nn.ModuleList)
+    assert [p.in_channels for p in model.heads["det"].predictors] == [256, 512, 1024]
+    assert [p.out_channels for p in model.heads["det"].predictors] == [255, 255, 255]
 
 
 def test_channels_last_gives_the_same_outputs(tiny_model: YOLOv4CSP) -> None:
     images = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        expected = tiny_model(images)
+        expected = tiny_model(images)["det"]
         model = build_yolov4_csp("tiny", NUM_CLASSES).eval()
         model.load_state_dict(tiny_model.state_dict())
         model = model.to(memory_format=torch.channels_last)
-        actual = model(images.to(memory_format=torch.channels_last))
+        actual = model(images.to(memory_format=torch.channels_last))["det"]
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
 

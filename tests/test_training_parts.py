@@ -19,8 +19,8 @@ from yolor_lightning.implicit import Implicit, sparsity_penalty
 from yolor_lightning.loggers import wandb_mode
 from yolor_lightning.models import build_yolov4_csp
 from yolor_lightning.summary import main as summary_main
-from yolor_lightning.tasks.detection import split_decay_groups
 from yolor_lightning.tasks.schedule import WarmupCosineSchedule
+from yolor_lightning.tasks.unified import split_decay_groups
 from yolor_lightning.train import build_module
 
 

@@ -18,13 +18,17 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from yolor_lightning.implicit import COEFFICIENTS, OPERATORS, PRIORS
-from yolor_lightning.models import MODEL_SIZES
-from yolor_lightning.models.head import SITE_LABELS, SITE_OPERATORS
+from yolor_lightning.models import MODEL_SIZES, TASKS
+from yolor_lightning.models.sites import SITE_LABELS, SITE_OPERATORS, SITE_TASKS
+from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES
+from yolor_lightning.tasks.weighting import WEIGHTINGS
 
 ModelSize = Enum("ModelSize", {name: name for name in MODEL_SIZES})
 ImplicitOperator = Enum("ImplicitOperator", {name: name for name in OPERATORS})
 ImplicitPrior = Enum("ImplicitPrior", {name: name for name in PRIORS})
 Coefficients = Enum("Coefficients", {name: name for name in COEFFICIENTS})
+EmbeddingLoss = Enum("EmbeddingLoss", {name: name for name in EMBEDDING_LOSSES})
+Weighting = Enum("Weighting", {name: name for name in WEIGHTINGS})
 
 
 class ConfigValueError(ValueError):
@@ -49,6 +53,8 @@ class ImplicitSchema:
     pr: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
     fa_star: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
     pr_star: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
+    task_cls: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
+    task_emb: ImplicitSiteSchema = field(default_factory=ImplicitSiteSchema)
 
 
 @dataclass
@@ -56,6 +62,8 @@ class YOLOv4CSPSchema:
     name: str = "yolov4_csp"
     size: ModelSize = MISSING  # type: ignore[valid-type]
     num_classes: int = MISSING
+    tasks: list[str] = MISSING
+    embedding_dim: int = 128
     implicit: ImplicitSchema = field(default_factory=ImplicitSchema)
 
 
@@ -96,12 +104,41 @@ class EvaluationSchema:
 
 
 @dataclass
-class DetectionTaskSchema:
-    name: str = "det"
+class ClassificationSchema:
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class EmbeddingSchema:
+    loss: EmbeddingLoss = EmbeddingLoss.triplet  # type: ignore[valid-type,attr-defined]
+    margin: float = 0.3  # triplet only
+
+
+@dataclass
+class TaskWeightsSchema:
+    det: float = 1.0
+    cls: float = 1.0
+    emb: float = 1.0
+
+
+@dataclass
+class WeightingSchema:
+    mode: Weighting = Weighting.fixed  # type: ignore[valid-type,attr-defined]
+    weights: TaskWeightsSchema = field(default_factory=TaskWeightsSchema)
+
+
+@dataclass
+class TaskSchema:
+    name: str = MISSING
+    targets: list[str] = MISSING
+    monitor: str = MISSING
     optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
     schedule: ScheduleSchema = field(default_factory=ScheduleSchema)
     loss: LossSchema = field(default_factory=LossSchema)
     evaluation: EvaluationSchema = field(default_factory=EvaluationSchema)
+    cls: ClassificationSchema = field(default_factory=ClassificationSchema)
+    emb: EmbeddingSchema = field(default_factory=EmbeddingSchema)
+    weighting: WeightingSchema = field(default_factory=WeightingSchema)
     channels_last: bool = True
 
 
@@ -109,7 +146,7 @@ def register_schemas() -> None:
     """Make the schemas available to the YAML defaults lists (idempotent)."""
     store = ConfigStore.instance()
     store.store(group="model", name="yolov4_csp_schema", node=YOLOv4CSPSchema)
-    store.store(group="task", name="det_schema", node=DetectionTaskSchema)
+    store.store(group="task", name="task_schema", node=TaskSchema)
 
 
 def _positive(value: float) -> bool:
@@ -157,6 +194,10 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.evaluation.conf_threshold": (_fraction, "in [0, 1]"),
     "task.evaluation.iou_threshold": (_open_fraction, "in (0, 1]"),
     "task.evaluation.max_detections": (_positive, "> 0"),
+    "task.cls.label_smoothing": (_below_one, "in [0, 1)"),
+    "task.emb.margin": (_positive, "> 0"),
+    **{f"task.weighting.weights.{t}": (_non_negative, ">= 0") for t in TASKS},
+    "model.embedding_dim": (_positive, "> 0"),
     "trainer.max_epochs": (_positive, "> 0"),
     "callbacks.ema.decay": (_below_one, "in [0, 1)"),
     "callbacks.ema.ramp_steps": (_positive, "> 0"),
@@ -191,6 +232,7 @@ def check_values(cfg: DictConfig) -> None:
             f"config key task.loss.level_weights={list(weights)} is invalid: "
             "must be 3 non-negative weights, one per level (strides 8/16/32)"
         )
+    _check_tasks(cfg)
     _check_implicit_sites(cfg)
 
 
@@ -199,9 +241,28 @@ def _name(value: object) -> object:
     return value.name if isinstance(value, Enum) else value
 
 
+def _check_tasks(cfg: DictConfig) -> None:
+    """`task.targets` names known tasks; emb comes with det (it reads detection cells)."""
+    targets = OmegaConf.select(cfg, "task.targets", default=None)
+    if targets is None:
+        return
+    if not targets or any(t not in TASKS for t in targets) or len(set(targets)) < len(targets):
+        raise ConfigValueError(
+            f"config key task.targets={list(targets)} is invalid: a non-empty subset of "
+            f"{list(TASKS)} without repeats"
+        )
+    if "emb" in targets and "det" not in targets:
+        raise ConfigValueError(
+            f"config key task.targets={list(targets)} is invalid: emb reads its embeddings at "
+            "the cells the detection head assigns, so it needs det (task=jde)"
+        )
+
+
 def _check_implicit_sites(cfg: DictConfig) -> None:
-    """Each enabled site's operator is one it allows; prior options match the prior."""
+    """Each enabled site's operator is one it allows, in a branch the network has; prior
+    options match the prior."""
     sites = OmegaConf.select(cfg, "model.implicit", default=None) or {}
+    tasks = OmegaConf.select(cfg, "model.tasks", default=None)
     for site, options in sites.items():
         key = f"model.implicit.{site}"
         operator = _name(options.operator)
@@ -212,6 +273,11 @@ def _check_implicit_sites(cfg: DictConfig) -> None:
             raise ConfigValueError(
                 f"config key {key}.operator={operator!r} is invalid at site {SITE_LABELS[site]}: "
                 f"allowed values are {', '.join(allowed)} (or null: site off)"
+            )
+        if tasks is not None and SITE_TASKS[site] not in tasks:
+            raise ConfigValueError(
+                f"config key {key}.operator={operator!r} is invalid: site {SITE_LABELS[site]} "
+                f"sits in the {SITE_TASKS[site]} branch, which task={list(tasks)} does not have"
             )
         prior = _name(options.prior)
         for option, (owner, unset) in _PRIOR_OPTIONS.items():

@@ -6,8 +6,11 @@ convolution (:func:`yolor_lightning.implicit.fold`) and writes, into ``out`` (de
 
 - ``model_folded.pt``: the plain network's ``state_dict`` with the config that rebuilds it
   (:func:`load_folded`); the folded network is the baseline architecture, implicit sites gone;
-- ``model_folded.onnx``: images ``[B, 3, S, S]`` float in [0, 1] -> ``predictions`` ``[B, N, 5+nc]``
-  (cx, cy, w, h in pixels, objectness and class probabilities), ready for NMS.
+- ``model_folded.onnx``: images ``[B, 3, S, S]`` float in [0, 1] -> one output per task the
+  network has: ``predictions`` ``[B, N, 5+nc]`` (det: cx, cy, w, h in pixels, objectness and class
+  probabilities, ready for NMS), ``class_probabilities`` ``[B, nc]`` (cls), and
+  ``embeddings_p3``, ``embeddings_p4``, ``embeddings_p5`` ``[B, D, S/s, S/s]`` (emb: L2-normalised
+  per cell).
 """
 
 from __future__ import annotations
@@ -16,34 +19,61 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from yolor_lightning.atomic import atomic_path
 from yolor_lightning.callbacks.checkpoint_io import atomic_torch_save
 from yolor_lightning.implicit import fold
 from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
-from yolor_lightning.tasks.detection import DetectionModule
+from yolor_lightning.tasks.unified import UnifiedModule
 
 ARGUMENTS = ("ckpt", "out", "image_size")
 FOLDED_CHECKPOINT = "model_folded.pt"
 FOLDED_ONNX = "model_folded.onnx"
 
 
-class DecodedDetector(nn.Module):
-    """The network followed by its box decoding: one tensor out, as deployment wants."""
+class DeployedNetwork(nn.Module):
+    """The network with its outputs made ready to use: decoded boxes, class probabilities,
+    normalised embeddings (in the order of `output_names`)."""
 
     def __init__(self, network: YOLOv4CSP):
         super().__init__()
         self.network = network
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.network.head.decode(self.network(images))
+    @property
+    def output_names(self) -> list[str]:
+        names = {
+            "det": ["predictions"],
+            "cls": ["class_probabilities"],
+            "emb": [
+                f"embeddings_p{level + 3}" for level in range(len(self.network.neck.out_channels))
+            ],
+        }
+        return [name for task in self.network.tasks for name in names[task]]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        outputs = self.network(images)
+        ready: list[Tensor] = []
+        for task in self.network.tasks:
+            if task == "det":
+                ready.append(self.network.heads["det"].decode(outputs["det"]))
+            elif task == "cls":
+                ready.append(outputs["cls"].sigmoid())
+            else:
+                ready += [F.normalize(level, dim=1) for level in outputs["emb"]]
+        return tuple(ready)
 
 
 def load_folded(path: str | Path) -> YOLOv4CSP:
     """Rebuild the plain network written by :func:`export`."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    network = build_yolov4_csp(saved["size"], num_classes=saved["num_classes"])
+    network = build_yolov4_csp(
+        saved["size"],
+        num_classes=saved["num_classes"],
+        tasks=saved["tasks"],
+        embedding_dim=saved["embedding_dim"],
+    )
     network.load_state_dict(saved["state_dict"])
     return network.eval()
 
@@ -54,7 +84,7 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    module = DetectionModule(**checkpoint["hyper_parameters"])
+    module = UnifiedModule(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
     folded = fold(module.network.eval()).to(memory_format=torch.contiguous_format)
     model = module.hparams.model
@@ -69,25 +99,27 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
         {
             "size": str(model["size"]),
             "num_classes": int(model["num_classes"]),
+            "tasks": list(folded.tasks),
+            "embedding_dim": int(model.get("embedding_dim", 128)),
             "folded_from": {"checkpoint": str(ckpt), "implicit": model.get("implicit")},
             "state_dict": folded.state_dict(),
         },
         weights,
     )
     onnx_path = out_dir / FOLDED_ONNX
-    _export_onnx(DecodedDetector(folded).eval(), int(size), onnx_path)
+    _export_onnx(DeployedNetwork(folded).eval(), int(size), onnx_path)
     return {"checkpoint": weights, "onnx": onnx_path, "image_size": int(size)}
 
 
-def _export_onnx(detector: nn.Module, image_size: int, path: Path) -> None:
+def _export_onnx(deployed: DeployedNetwork, image_size: int, path: Path) -> None:
     example = torch.rand(1, 3, image_size, image_size)
     with atomic_path(path) as temporary:
         torch.onnx.export(
-            detector,
+            deployed,
             (example,),
             temporary,
             input_names=["images"],
-            output_names=["predictions"],
+            output_names=deployed.output_names,
             dynamic_shapes={"images": {0: torch.export.Dim("batch", max=1024)}},
             dynamo=True,
             external_data=False,

@@ -1,13 +1,25 @@
-"""Experiment loggers: W&B (offline unless the user opts in) and CSV."""
+"""Experiment loggers: W&B (offline unless the user opts in) and CSV.
+
+A W&B run is one run folder: grouped by its sweep or experiment, named by its overrides, tagged
+with its task and implicit-knowledge choices, with the resolved config (so the W&B UI can group
+and filter by any key, e.g. ``model.implicit.fa.operator``). Its id is kept in the run folder, so
+a job that comes back there (requeued, resumed) continues the same W&B run.
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import wandb
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig
+
+RUN_ID_FILE = Path("wandb") / "run-id"
 
 
 def wandb_mode(configured: str | None) -> str:
@@ -22,29 +34,89 @@ def wandb_mode(configured: str | None) -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
+def run_tags(task: str, sites: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """``task:<name>``, and per enabled implicit site its ``site:``, ``operator:`` and ``prior:``
+    tags and the cell itself (``fa:add:vector``); ``implicit:none`` without implicit knowledge.
+
+    ``sites`` as in results.json's ``choices.sites``: ``{"fa": {"operator": "add", ...}}``.
+    """
+    tags = [f"task:{task}"]
+    for site, choice in sites.items():
+        operator, prior = choice["operator"], choice["prior"]
+        tags += [f"site:{site}", f"operator:{operator}", f"prior:{prior}"]
+        tags.append(f"{site}:{operator}:{prior}")
+    if not sites:
+        tags.append("implicit:none")
+    return list(dict.fromkeys(tags))
+
+
+def wandb_run_id(output_dir: Path) -> str:
+    """The W&B run id of a run folder: the one kept there, else a new one, kept there.
+
+    Every process of a distributed run asks; the first to write wins (a hard link never replaces
+    a file) and all of them return what the folder holds.
+    """
+    path = output_dir / RUN_ID_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate = path.with_name(f".{path.name}.{os.getpid()}")
+        candidate.write_text(uuid.uuid4().hex[:12] + "\n")
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()
+
+
 def build_loggers(
     settings: DictConfig,
     output_dir: Path,
     run_name: str,
     group: str,
     config: dict[str, Any],
+    tags: Sequence[str] = (),
+    job_type: str = "train",
 ) -> list[Logger]:
+    """CSV and W&B loggers as ``settings`` (``cfg.logger``) asks; ``job_type``: train or eval."""
     loggers: list[Logger] = []
     if settings.csv:
         loggers.append(CSVLogger(save_dir=output_dir, name="csv", version=""))
     if settings.wandb is not None:
-        wandb = settings.wandb
+        settings = settings.wandb
         loggers.append(
             WandbLogger(
-                project=wandb.project,
-                entity=wandb.entity,
+                project=settings.project,
+                entity=settings.entity,
                 name=run_name,
                 group=group,
-                tags=list(wandb.tags),
-                job_type="train",
+                tags=list(dict.fromkeys([*settings.tags, *tags])),
+                job_type=job_type,
                 save_dir=str(output_dir),
-                mode=wandb_mode(wandb.mode),
+                mode=wandb_mode(settings.mode),
+                id=wandb_run_id(output_dir),
                 config=config,
             )
         )
     return loggers
+
+
+def finish_wandb(loggers: Sequence[Logger], summary: Mapping[str, Any]) -> None:
+    """Put ``summary`` in the W&B run summary and close the run (rank zero only)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(dict(summary))
+            logger.experiment.finish()
+
+
+@contextmanager
+def no_wandb_run_left_open() -> Iterator[None]:
+    """Close a W&B run that a failed job left open, so that the next job of a sweep run by the
+    same process gets a run of its own (``WandbLogger`` joins a run in progress)."""
+    try:
+        yield
+    except BaseException:
+        if wandb.run is not None:
+            wandb.finish(exit_code=1)
+        raise

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from yolor_lightning.atomic import atomic_path
-from yolor_lightning.models.head import SITE_LABELS, enabled_sites
+from yolor_lightning.models.sites import SITE_LABELS, enabled_sites
 
 RESULTS_FILE = "results.json"
 

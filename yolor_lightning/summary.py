@@ -27,13 +27,20 @@ def summarize(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg)
     model = plain(cfg.model)
     with torch.device("meta"):  # shapes are all that counting needs
-        network = build_yolov4_csp(model["size"], model["num_classes"], model["implicit"])
+        network = build_yolov4_csp(
+            model["size"],
+            model["num_classes"],
+            model["implicit"],
+            tasks=model["tasks"],
+            embedding_dim=model["embedding_dim"],
+        )
     cost = model_cost(network, cfg.data.image_size)
     return {
         "experiment": cfg.experiment_name,
         "model": model["name"],
         "size": model["size"],
         "num_classes": model["num_classes"],
+        "tasks": "+".join(model["tasks"]),
         "image_size": cfg.data.image_size,
         "implicit": implicit_choices(model["implicit"])["implicit"],
         **{key: round(value, 3) if "gflops" in key else value for key, value in cost.items()},

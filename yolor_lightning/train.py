@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning import LightningDataModule
 from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
@@ -18,24 +19,36 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
     TQDMProgressBar,
 )
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from yolor_lightning.analysis.complexity import model_cost
 from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA
+from yolor_lightning.cluster import cluster_environment, distributed_job, resume_from
 from yolor_lightning.config import check_values, plain, register_schemas
-from yolor_lightning.loggers import build_loggers
+from yolor_lightning.loggers import (
+    build_loggers,
+    finish_wandb,
+    no_wandb_run_left_open,
+    run_tags,
+)
 from yolor_lightning.results import implicit_choices, write_results
-from yolor_lightning.tasks.detection import DetectionModule
+from yolor_lightning.tasks.unified import UnifiedModule
 
 register_schemas()
 
 PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
+CHECKPOINTS = "checkpoints"
 
 
-def build_module(cfg: DictConfig) -> DetectionModule:
+def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None) -> UnifiedModule:
+    """The configured LightningModule; identity cross-entropy (``task.emb.loss=id_ce``) sizes
+    its classifier from ``datamodule``'s training identities."""
     task = plain(cfg.task)
-    return DetectionModule(
+    needs_identities = "emb" in task["targets"] and task["emb"]["loss"] == "id_ce"
+    if needs_identities and datamodule is None:
+        raise ValueError("task.emb.loss=id_ce: build_module needs the DataModule")
+    return UnifiedModule(
         model=plain(cfg.model),
         optimizer=task["optimizer"],
         schedule=task["schedule"],
@@ -43,7 +56,16 @@ def build_module(cfg: DictConfig) -> DetectionModule:
         evaluation=task["evaluation"],
         batch_size=cfg.data.batch_size,
         channels_last=task["channels_last"],
+        cls=task["cls"],
+        emb=task["emb"],
+        weighting=task["weighting"],
+        num_identities=datamodule.num_identities if needs_identities else None,
     )
+
+
+def build_datamodule(cfg: DictConfig) -> LightningDataModule:
+    """The configured DataModule, serving the targets of the configured task."""
+    return instantiate(cfg.data, targets=list(cfg.task.targets), _convert_="all")
 
 
 def build_callbacks(
@@ -55,7 +77,7 @@ def build_callbacks(
     only refreshes it when the monitored metric improves, which would resume a run from its best
     epoch instead of its latest.
     """
-    folder = output_dir / "checkpoints"
+    folder = output_dir / CHECKPOINTS
     checkpoint = ModelCheckpoint(
         dirpath=folder,
         filename="best",
@@ -95,9 +117,47 @@ def trainer_arguments(settings: DictConfig) -> dict[str, Any]:
     return arguments
 
 
+def last_checkpoint(output_dir: Path) -> Path:
+    """Where a run folder keeps the checkpoint of its latest epoch."""
+    name = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION
+    return output_dir / CHECKPOINTS / name
+
+
+def build_trainer(
+    cfg: DictConfig, output_dir: Path, loggers: list[Logger], callbacks: list[Callback]
+) -> L.Trainer:
+    """A Trainer as ``cfg.trainer`` says, writing into the run folder, in the job's cluster
+    environment (see :mod:`yolor_lightning.cluster`); it saves checkpoints only through the
+    given checkpoint callbacks (none: no default one)."""
+    environment = cluster_environment()
+    return L.Trainer(
+        **trainer_arguments(cfg.trainer),
+        default_root_dir=output_dir,
+        logger=loggers,
+        callbacks=callbacks,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        plugins=[AtomicCheckpointIO(), *([environment] if environment else [])],
+    )
+
+
 def run_overrides() -> list[str]:
     """The command-line overrides of this run (its name on W&B), empty outside a Hydra app."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def run_loggers(cfg: DictConfig, output_dir: Path, job_type: str) -> list[Logger]:
+    """The loggers of a train or eval run: on W&B grouped by its sweep (else its experiment),
+    named by its overrides, tagged with its task and implicit-knowledge choices."""
+    sites = implicit_choices(plain(cfg.model.implicit))["sites"]
+    return build_loggers(
+        cfg.logger,
+        output_dir,
+        run_name=",".join(run_overrides()) or cfg.experiment_name,
+        group=cfg.sweep_name or cfg.experiment_name,
+        config=plain(cfg),
+        tags=run_tags(cfg.task.name, sites),
+        job_type=job_type,
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -106,25 +166,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.output_dir)
     overrides = run_overrides()
-    datamodule = instantiate(cfg.data, _convert_="all")
-    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
     callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir)
-    loggers = build_loggers(
-        cfg.logger,
-        output_dir,
-        run_name=",".join(overrides) or cfg.experiment_name,
-        group=cfg.experiment_name,
-        config=plain(cfg),
-    )
-    trainer = L.Trainer(
-        **trainer_arguments(cfg.trainer),
-        default_root_dir=output_dir,
-        logger=loggers,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-    )
+    loggers = run_loggers(cfg, output_dir, job_type="train")
+    trainer = build_trainer(cfg, output_dir, loggers, callbacks)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     fit_seconds = time.perf_counter() - started
     best = checkpoint.best_model_path or None
     (final,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
@@ -154,17 +203,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         write_results(output_dir, results)
-        for logger in loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.summary.update(
-                    {f"final/{k}": v for k, v in results["metrics"].items()}
-                    | {f"model/{k}": v for k, v in results["model"].items()}
-                )
-                logger.experiment.finish()
+        finish_wandb(
+            loggers,
+            {f"final/{k}": v for k, v in results["metrics"].items()}
+            | {f"model/{k}": v for k, v in results["model"].items()},
+        )
     return results
 
 
 @hydra.main(version_base="1.3", config_path="pkg://yolor_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Hydra app; returns validation AP so sweepers can optimise it."""
-    return train(cfg)["metrics"]["AP"]
+    """Hydra app; returns the task's monitored validation metric so sweepers can optimise it."""
+    with distributed_job(), no_wandb_run_left_open():
+        return train(cfg)["metrics"][cfg.task.monitor.removeprefix("val/")]

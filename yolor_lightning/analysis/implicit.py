@@ -5,10 +5,8 @@ Plain functions on a network (Lightning is only used to read a checkpoint); the 
 `matplotlib.figure.Figure` objects directly, so they work under any backend (Agg included) and
 leave pyplot's global state alone.
 
-A site is recognised by where its `Implicit` layer sits in an `ImplicitConv2d` (the order
-`models.head.DetectionHead` builds them in): on the conv's input `fa` (one vector) or `fa*` (one
-per anchor), on its output `pr` (every output channel) or `pr*` (only the w, h channels). The
-`ImplicitConv2d` modules are the levels, in the order the network holds them.
+Each `Implicit` layer carries the site the network built it for (`fa`, `pr`, `fa*`, `pr*`,
+`task.cls`, `task.emb`); a site's levels are its layers in the order the network holds them.
 """
 
 from __future__ import annotations
@@ -25,13 +23,14 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from yolor_lightning.implicit import IDENTITY, PRIORS, Implicit, ImplicitConv2d, MFPrior, NNPrior
+from yolor_lightning.implicit import IDENTITY, PRIORS, Implicit, MFPrior, NNPrior
 from yolor_lightning.implicit import fold as fold_network
-from yolor_lightning.models.head import SITE_LABELS
-from yolor_lightning.tasks.detection import DetectionModule
+from yolor_lightning.models import output_tensors
+from yolor_lightning.models.sites import SITE_LABELS
+from yolor_lightning.tasks.unified import UnifiedModule
 
 SITES: tuple[str, ...] = tuple(SITE_LABELS.values())
-"""Site names as this module reports them: fa, pr, fa*, pr*."""
+"""Site names as this module reports them: fa, pr, fa*, pr*, task.cls, task.emb."""
 
 PREDICTION_FIELDS: tuple[str, ...] = ("x", "y", "w", "h", "obj")
 """The first outputs of each anchor, before its class scores."""
@@ -41,7 +40,7 @@ PREDICTION_FIELDS: tuple[str, ...] = ("x", "y", "w", "h", "obj")
 class Site:
     """One implicit layer of a network: which site and level it is, and the layer itself."""
 
-    name: str  # fa | pr | fa* | pr*
+    name: str  # fa | pr | fa* | pr* | task.cls | task.emb
     level: int
     path: str  # the module's name in the network, e.g. head.predictors.0.before.0
     implicit: Implicit
@@ -70,7 +69,7 @@ def load_network(checkpoint: str | Path) -> nn.Module:
     """The network of a training checkpoint, on the CPU, in eval mode (the checkpoint's
     hyper-parameters carry the model config, implicit sites included; its `state_dict` holds the
     EMA weights that validation used)."""
-    module = DetectionModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    module = UnifiedModule.load_from_checkpoint(checkpoint, map_location="cpu")
     return module.network.eval()
 
 
@@ -81,17 +80,19 @@ def checkpoint_model_config(checkpoint: str | Path) -> dict[str, Any]:
 
 
 def find_sites(network: nn.Module) -> list[Site]:
-    """Every implicit layer of `network`, level by level, in the order fa, fa*, pr, pr*."""
-    sites = []
-    convs = [(n, m) for n, m in network.named_modules() if isinstance(m, ImplicitConv2d)]
-    for level, (conv_name, conv) in enumerate(convs):
-        prefix = f"{conv_name}." if conv_name else ""
-        for index, implicit in enumerate(conv.before):
-            name = "fa*" if implicit.groups > 1 else "fa"
-            sites.append(Site(name, level, f"{prefix}before.{index}", implicit))
-        for index, implicit in enumerate(conv.after):
-            name = "pr" if implicit.positions is None else "pr*"
-            sites.append(Site(name, level, f"{prefix}after.{index}", implicit))
+    """Every implicit layer of `network` in the order the network holds them (per level of the
+    detection head: fa, fa*, pr, pr*; then task.cls, then task.emb level by level)."""
+    sites: list[Site] = []
+    for path, implicit in network.named_modules():
+        if not isinstance(implicit, Implicit):
+            continue
+        if implicit.site not in SITE_LABELS:
+            raise ValueError(
+                f"implicit layer {path} does not say which site it is: {implicit.site}"
+            )
+        name = SITE_LABELS[implicit.site]
+        level = sum(site.name == name for site in sites)
+        sites.append(Site(name, level, path, implicit))
     return sites
 
 
@@ -159,16 +160,16 @@ def _site(network: nn.Module, name: str, level: int) -> Site:
 def _num_anchors(network: nn.Module, num_anchors: int | None) -> int:
     if num_anchors is not None:
         return num_anchors
-    head = getattr(network, "head", None)
-    if head is None or not hasattr(head, "num_anchors"):
-        raise ValueError("pass num_anchors: the network has no head.num_anchors to read it from")
-    return int(head.num_anchors)
+    heads = getattr(network, "heads", {})
+    if "det" not in heads:
+        raise ValueError("pass num_anchors: the network has no detection head to read it from")
+    return int(heads["det"].num_anchors)
 
 
 def pr_heatmap(network: nn.Module, level: int, num_anchors: int | None = None) -> Tensor:
     """The `pr` site's `g` at `level` as a matrix anchors x (x, y, w, h, obj, classes...), the
     layout of the YOLOR paper's Figure 9: row `a` holds the values that refine anchor `a`'s
-    outputs. `num_anchors` defaults to `network.head.num_anchors`."""
+    outputs. `num_anchors` defaults to the detection head's."""
     g = _site(network, "pr", level).value()
     return g.reshape(_num_anchors(network, num_anchors), -1)
 
@@ -249,8 +250,7 @@ def folding_check(network: nn.Module, images: Tensor) -> dict[str, float]:
             expected, actual = network(images), folded(images)
     finally:
         network.train(was_training)
-    if isinstance(expected, Tensor):
-        expected, actual = [expected], [actual]
+    expected, actual = output_tensors(expected), output_tensors(actual)
     max_abs = max((a - e).abs().max().item() for a, e in zip(actual, expected, strict=True))
     scale = max(e.abs().max().item() for e in expected)
     return {"max_abs": max_abs, "max_rel": max_abs / scale if scale else max_abs}

@@ -6,7 +6,7 @@ from yolor_lightning.data.datamodule import (
     DetectionDataModule,
     DetectionDataset,
     ShapesDataModule,
-    collate_detection,
+    collate_batch,
 )
 from yolor_lightning.data.shapes import ShapesConfig, ensure_shapes
 from yolor_lightning.data.transforms import Augment, letterbox_to_original
@@ -21,7 +21,7 @@ __all__ = [
     "ShapesConfig",
     "ShapesDataModule",
     "UnreadableImageError",
-    "collate_detection",
+    "collate_batch",
     "ensure_shapes",
     "letterbox_to_original",
 ]

@@ -41,15 +41,26 @@ class CocoDetection(Dataset):
     """One COCO-format split: images under ``image_dir``, annotations in ``ann_file``.
 
     Items are dicts: ``image`` (uint8 ``tv_tensors.Image`` [3, H, W]), ``boxes`` (xyxy
-    ``tv_tensors.BoundingBoxes``), per box ``labels`` / ``iscrowd`` / ``area`` / ``identities``
-    (the annotation's ``track_id``, or its label when absent), ``image_id`` and ``file_name``.
+    ``tv_tensors.BoundingBoxes``), per box ``labels`` / ``iscrowd`` / ``area`` / ``identities``,
+    ``image_id`` and ``file_name``.
+
+    ``identities`` are the values of the annotation field ``identity_key`` (MOT-style files:
+    ``track_id``); an annotation without it, or every annotation when ``identity_key`` is
+    ``None``, gets its label instead. A file with annotations lacking the field says so once.
 
     With ``skip_bad`` images that are missing and annotations that are invalid are left out and
     counted in :attr:`skipped` (by reason) instead of raising.
     """
 
-    def __init__(self, ann_file: str | Path, image_dir: str | Path, skip_bad: bool = False):
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        skip_bad: bool = False,
+        identity_key: str | None = None,
+    ):
         self.ann_file = Path(ann_file)
+        self.identity_key = identity_key
         self.image_dir = Path(image_dir)
         self.skip_bad = skip_bad
         self.skipped: Counter[str] = Counter()
@@ -81,6 +92,12 @@ class CocoDetection(Dataset):
         return len(self.category_ids)
 
     @property
+    def largest_identity(self) -> int:
+        """The largest identity of the split (-1 when it has no annotations)."""
+        identities = self._rows["identities"]
+        return int(identities.max()) if identities.numel() else -1
+
+    @property
     def num_skipped(self) -> int:
         """Images and annotations left out by validation (``skip_bad``)."""
         return sum(self.skipped.values())
@@ -110,15 +127,24 @@ class CocoDetection(Dataset):
         """Per-box tensors: xyxy boxes and the fields that follow each box through transforms."""
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         labels = [self._label[a["category_id"]] for a in anns]
+        key = self.identity_key
+        identities = [a.get(key, lab) if key else lab for a, lab in zip(anns, labels, strict=True)]
+        lacking = sum(key not in a for a in anns) if key else 0
+        if lacking:
+            log.warning(
+                "%s: %d of %d annotations have no %r field (data.identity_key): their emb "
+                "identity falls back to their category",
+                self.ann_file,
+                lacking,
+                len(anns),
+                key,
+            )
         return {
             "boxes": torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1),
             "labels": torch.tensor(labels, dtype=torch.int64),
             "iscrowd": torch.tensor([a.get("iscrowd", 0) for a in anns], dtype=torch.int64),
             "area": torch.tensor([a.get("area", 0.0) for a in anns], dtype=torch.float32),
-            "identities": torch.tensor(
-                [a.get("track_id", lab) for a, lab in zip(anns, labels, strict=True)],
-                dtype=torch.int64,
-            ),
+            "identities": torch.tensor(identities, dtype=torch.int64),
         }
 
     def _valid(self, ann: dict, image: dict) -> bool:

@@ -1,14 +1,19 @@
-"""DataModules for COCO-format detection data: real COCO and the generated ``shapes`` set.
+"""DataModules for COCO-format data: real COCO and the generated ``shapes`` set.
 
-Batches (see :func:`collate_detection`) are::
+One set of annotations serves any subset of three targets (``targets``, set by ``task``): ``det``
+(boxes and labels), ``cls`` (which categories an image contains) and ``emb`` (per-object
+identities). Batches (see :func:`collate_batch`) are::
 
     {"images": uint8 [B, 3, S, S],
      "targets": [{"boxes": float32 [n, 4] xyxy input pixels, "labels": int64 [n],
-                  "identities": int64 [n]}, ...],           # crowd boxes excluded
+                  "identities": int64 [n]}, ...],      # identities: emb only; crowd excluded
+     "image_labels": float32 [B, nc],                  # cls only: multi-hot categories present
      "meta": [{"image_id", "file_name", "scale", "pad", "orig_size", "gt"}, ...],
-     "num_skipped": int}                                     # unreadable samples dropped
+     "num_skipped": int}                                # unreadable samples dropped
 
-``identities`` is the annotation's ``track_id`` (its label when the file has none). ``scale``,
+Boxes are always served: ``emb`` reads each object's embedding at the cells its box is assigned
+to, and augmentation moves the boxes even when only ``cls`` is trained. ``identities`` are the
+annotations' ``identity_key`` values (``track_id``; the category where absent). ``scale``,
 ``pad`` and ``orig_size`` are ``None`` for mosaic samples; ``gt`` (all original annotations in
 original pixels: boxes, labels, area, iscrowd) is only in val/test batches.
 """
@@ -17,13 +22,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from yolor_lightning.data.coco import CocoDetection, UnreadableImageError
 from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, default_cache_root, ensure_shapes
@@ -75,32 +81,68 @@ class DetectionDataset(Dataset):
         return {**clip_boxes(letterbox(sample, self.image_size)), "gt": gt}
 
 
-def collate_detection(samples: list[Sample | None], image_size: int) -> dict[str, Any]:
+TARGETS = ("det", "cls", "emb")
+"""What a DataModule can serve from COCO annotations (``data.targets``, set by ``task``)."""
+
+
+def check_targets(targets: Sequence[str]) -> tuple[str, ...]:
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise ValueError(
+            f"data.targets={list(targets)} is invalid: a non-empty subset of {list(TARGETS)}"
+        )
+    return tuple(targets)
+
+
+def collate_batch(
+    samples: list[Sample | None],
+    image_size: int,
+    num_classes: int,
+    targets: Sequence[str] = ("det",),
+) -> dict[str, Any]:
     """Stack a batch (format in the module docstring), dropping and counting ``None`` samples."""
     kept = [s for s in samples if s is not None]
     images = [s["image"].as_subclass(torch.Tensor) for s in kept]
-    targets, meta = [], []
+    boxes, meta = [], []
     for s in kept:
         crowd = s["iscrowd"].bool()
-        targets.append(
-            {
-                "boxes": s["boxes"].as_subclass(torch.Tensor)[~crowd].float(),
-                "labels": s["labels"][~crowd],
-                "identities": s["identities"][~crowd],
-            }
-        )
+        target = {
+            "boxes": s["boxes"].as_subclass(torch.Tensor)[~crowd].float(),
+            "labels": s["labels"][~crowd],
+        }
+        if "emb" in targets:
+            target["identities"] = s["identities"][~crowd]
+        boxes.append(target)
         info = {k: s.get(k) for k in ("image_id", "file_name", "scale", "pad", "orig_size")}
-        if "gt" in s:
+        if "gt" in s and "det" in targets:
             info["gt"] = s["gt"]
         meta.append(info)
-    return {
+    batch = {
         "images": torch.stack(images)
         if images
         else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8),
-        "targets": targets,
+        "targets": boxes,
         "meta": meta,
         "num_skipped": len(samples) - len(kept),
     }
+    if "cls" in targets:  # crowd regions count: the category is in the image
+        batch["image_labels"] = torch.zeros(len(kept), num_classes)
+        for row, s in enumerate(kept):
+            batch["image_labels"][row, s["labels"]] = 1.0
+    return batch
+
+
+def evaluation_sampler(dataset: Dataset) -> Sampler | None:
+    """In a distributed run, this rank's share of an evaluation split: every image on exactly
+    one rank. ``None`` (in order) in a single process.
+
+    Lightning would give each rank a ``DistributedSampler``, which pads the split with repeated
+    images so that all ranks get as many; gathered from all ranks, a repeated image would count
+    twice in the COCO stats.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return UnrepeatedDistributedSampler(dataset, shuffle=False)
+    return None
 
 
 class DetectionDataModule(LightningDataModule):
@@ -120,9 +162,13 @@ class DetectionDataModule(LightningDataModule):
         num_workers: int = 2,
         skip_bad: bool = False,
         augment: Mapping[str, Any] | None = None,
+        targets: Sequence[str] = ("det",),
+        identity_key: str = "track_id",
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.targets = check_targets(targets)
+        self.identity_key = identity_key
         self.name = name
         self.root = Path(root).expanduser() if root is not None else None
         self.num_classes = num_classes
@@ -153,7 +199,12 @@ class DetectionDataModule(LightningDataModule):
                 return self._splits["val"] if "val" in self._splits else self._read("val")
             raise FileNotFoundError(f"{self.name}: no {split} split under {self.root}")
         image_dir, ann_file = files
-        dataset = CocoDetection(ann_file, image_dir, skip_bad=self.skip_bad)
+        dataset = CocoDetection(
+            ann_file,
+            image_dir,
+            skip_bad=self.skip_bad,
+            identity_key=self.identity_key if "emb" in self.targets else None,
+        )
         if dataset.num_classes != self.num_classes:
             raise ValueError(
                 f"{ann_file} has {dataset.num_classes} categories but data.num_classes is "
@@ -164,6 +215,13 @@ class DetectionDataModule(LightningDataModule):
         self.category_ids, self.class_names = dataset.category_ids, dataset.class_names
         self.num_skipped[split] = dataset.num_skipped
         return dataset
+
+    @property
+    def num_identities(self) -> int:
+        """Identities an identity classifier must tell apart: the training split's largest
+        identity + 1 (identities are used as class indices; unused ones cost a row each)."""
+        self.setup("fit")
+        return self._splits["train"].largest_identity + 1
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.augment)
@@ -177,14 +235,21 @@ class DetectionDataModule(LightningDataModule):
     def _loader(self, split: str, augment: Augment | None = None) -> DataLoader:
         if split not in self._splits:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        dataset = DetectionDataset(self._splits[split], self.image_size, augment)
         return DataLoader(
-            DetectionDataset(self._splits[split], self.image_size, augment),
+            dataset,
             batch_size=self.batch_size,
             shuffle=augment is not None,
+            sampler=None if augment is not None else evaluation_sampler(dataset),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            collate_fn=functools.partial(collate_detection, image_size=self.image_size),
+            collate_fn=functools.partial(
+                collate_batch,
+                image_size=self.image_size,
+                num_classes=self.num_classes,
+                targets=self.targets,
+            ),
         )
 
 

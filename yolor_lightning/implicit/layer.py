@@ -32,7 +32,8 @@ class Implicit(nn.Module):
     `positions` places the prior's values at those channels of a vector of `channels` values
     that is the operator's identity elsewhere (the `pr*` site: only the w, h outputs of each
     anchor). With `groups > 1` the output holds one combined copy of `x` per group,
-    [B, groups * C, H, W], the input of a grouped convolution.
+    [B, groups * C, H, W], the input of a grouped convolution. `site` names where the network
+    put the layer (a config key such as `fa` or `task_cls`), for inspection.
     """
 
     def __init__(
@@ -41,9 +42,11 @@ class Implicit(nn.Module):
         prior: nn.Module,
         positions: Sequence[int] | None = None,
         channels: int | None = None,
+        site: str | None = None,
     ):
         super().__init__()
         self.operator = check_operator(operator)
+        self.site = site
         self.prior = prior
         self.channels = channels
         self.register_buffer(
@@ -97,6 +100,7 @@ def make_implicit(
     *,
     groups: int = 1,
     positions: Sequence[int] | None = None,
+    site: str | None = None,
     **prior_options: object,
 ) -> Implicit:
     """An implicit layer over `channels` channels starting at the operator's identity.
@@ -108,10 +112,10 @@ def make_implicit(
     check_operator(operator)
     if positions is None:
         g = make_prior(prior, channels, IDENTITY[operator], groups=groups, **prior_options)
-        return Implicit(operator, g)
+        return Implicit(operator, g, site=site)
     per_group = len(positions) // groups
     g = make_prior(prior, per_group, IDENTITY[operator], groups=groups, **prior_options)
-    return Implicit(operator, g, positions=positions, channels=channels)
+    return Implicit(operator, g, positions=positions, channels=channels, site=site)
 
 
 class ImplicitConv2d(nn.Module):

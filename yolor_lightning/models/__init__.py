@@ -1,6 +1,24 @@
-"""Detection networks (plain PyTorch): blocks, backbones, necks, heads and assembled models."""
+"""The unified network (plain PyTorch): blocks, backbone, neck, task heads, assembled models."""
 
 from yolor_lightning.models.head import DetectionHead
-from yolor_lightning.models.yolo import DEFAULT_ANCHORS, MODEL_SIZES, YOLOv4CSP, build_yolov4_csp
+from yolor_lightning.models.task_heads import ClassificationHead, EmbeddingHead
+from yolor_lightning.models.yolo import (
+    DEFAULT_ANCHORS,
+    MODEL_SIZES,
+    TASKS,
+    YOLOv4CSP,
+    build_yolov4_csp,
+    output_tensors,
+)
 
-__all__ = ["DEFAULT_ANCHORS", "MODEL_SIZES", "DetectionHead", "YOLOv4CSP", "build_yolov4_csp"]
+__all__ = [
+    "DEFAULT_ANCHORS",
+    "MODEL_SIZES",
+    "TASKS",
+    "ClassificationHead",
+    "DetectionHead",
+    "EmbeddingHead",
+    "YOLOv4CSP",
+    "build_yolov4_csp",
+    "output_tensors",
+]

@@ -11,40 +11,9 @@ import torch
 from torch import nn
 
 from yolor_lightning.implicit import ImplicitConv2d, make_implicit
+from yolor_lightning.models.sites import enabled_sites
 
 Anchors = Sequence[Sequence[Sequence[float]]]
-
-SITE_OPERATORS: dict[str, tuple[str, ...]] = {
-    "fa": ("add", "mul", "concat"),  # each level's features, before the prediction conv
-    "pr": ("add", "mul"),  # each level's raw prediction, after the conv
-    "fa_star": ("mul",),  # one vector per anchor: the features that anchor's outputs read
-    "pr_star": ("mul",),  # one (w, h) pair per anchor: its w and h outputs only
-}
-"""The implicit-knowledge sites (config keys) and the operators each allows."""
-
-SITE_LABELS: dict[str, str] = {"fa": "fa", "pr": "pr", "fa_star": "fa*", "pr_star": "pr*"}
-"""Site names as the paper, the docs and results.json write them."""
-
-
-def enabled_sites(implicit: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    """The sites of an `implicit` mapping (site -> options) whose operator is not None, checked
-    against `SITE_OPERATORS`; options are those of `make_implicit` (operator, prior, std, ...)."""
-    sites = {}
-    for site, options in (implicit or {}).items():
-        if site not in SITE_OPERATORS:
-            raise ValueError(
-                f"unknown implicit site {site!r}; allowed: {', '.join(SITE_OPERATORS)}"
-            )
-        operator = options.get("operator")
-        if operator is None:
-            continue
-        if operator not in SITE_OPERATORS[site]:
-            raise ValueError(
-                f"operator {operator!r} is not allowed at implicit site {SITE_LABELS[site]}; "
-                f"allowed: {', '.join(SITE_OPERATORS[site])}"
-            )
-        sites[site] = dict(options)
-    return sites
 
 
 class DetectionHead(nn.Module):
@@ -52,8 +21,9 @@ class DetectionHead(nn.Module):
 
     Raw output per level: `[B, A, H, W, 5 + nc]` logits in the order x, y, w, h, objectness,
     classes. `anchors` are (w, h) pairs in input pixels, one sequence of pairs per level.
-    `implicit` maps sites (`SITE_OPERATORS`) to their options; with any site enabled, each
-    prediction conv is an `ImplicitConv2d` (`yolor_lightning.implicit.fold` makes it plain).
+    `implicit` maps the detection sites (fa, pr, fa_star, pr_star of `SITE_OPERATORS`) to their
+    options; with any site enabled, each prediction conv is an `ImplicitConv2d`
+    (`yolor_lightning.implicit.fold` makes it plain).
     """
 
     def __init__(
@@ -78,7 +48,7 @@ class DetectionHead(nn.Module):
         self.num_anchors = anchor_wh.shape[1]
         self.strides = tuple(int(s) for s in strides)
         self.register_buffer("anchors", anchor_wh)
-        sites = enabled_sites(implicit)
+        sites = enabled_sites(implicit, tasks=("det",))
         widen = 2 if sites.get("fa", {}).get("operator") == "concat" else 1
         convs = [nn.Conv2d(widen * c, self.num_anchors * self.num_outputs, 1) for c in in_channels]
         self._init_prediction_biases(convs)
@@ -104,17 +74,25 @@ class DetectionHead(nn.Module):
         anchors, outputs = self.num_anchors, conv.out_channels
         before, after = [], []
         if "fa" in sites:
-            before.append(make_implicit(channels=channels, **sites["fa"]))
+            before.append(make_implicit(channels=channels, site="fa", **sites["fa"]))
         if "fa_star" in sites:
             before.append(
-                make_implicit(channels=conv.in_channels, groups=anchors, **sites["fa_star"])
+                make_implicit(
+                    channels=conv.in_channels, groups=anchors, site="fa_star", **sites["fa_star"]
+                )
             )
         if "pr" in sites:
-            after.append(make_implicit(channels=outputs, **sites["pr"]))
+            after.append(make_implicit(channels=outputs, site="pr", **sites["pr"]))
         if "pr_star" in sites:
             wh = [a * self.num_outputs + k for a in range(anchors) for k in (2, 3)]
             after.append(
-                make_implicit(channels=outputs, groups=anchors, positions=wh, **sites["pr_star"])
+                make_implicit(
+                    channels=outputs,
+                    groups=anchors,
+                    positions=wh,
+                    site="pr_star",
+                    **sites["pr_star"],
+                )
             )
         return ImplicitConv2d(conv, before, after)
 

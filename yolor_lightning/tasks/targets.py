@@ -23,7 +23,8 @@ class LevelTargets(NamedTuple):
     """Assigned targets of one level, one row per (ground truth, anchor, cell) match.
 
     `boxes` are (x, y, w, h) in grid units, x/y relative to the cell's top-left corner (so in
-    -0.5..1.5); `anchors` are the matched anchors' (w, h) in grid units.
+    -0.5..1.5); `anchors` are the matched anchors' (w, h) in grid units; `target` is the matched
+    ground truth's index in the batch's boxes taken image after image (`flatten_targets` order).
     """
 
     image: Tensor
@@ -33,6 +34,7 @@ class LevelTargets(NamedTuple):
     boxes: Tensor
     labels: Tensor
     anchors: Tensor
+    target: Tensor
 
 
 def flatten_targets(targets: Sequence[dict[str, Tensor]], device: torch.device) -> Tensor:
@@ -100,6 +102,7 @@ def assign_targets(
                 boxes=torch.cat((xy - cell, gt_wh[chosen_gt]), dim=1),
                 labels=gt[chosen_gt, 1].long(),
                 anchors=anchor_wh[chosen_anchor],
+                target=chosen_gt,
             )
         )
     return assigned

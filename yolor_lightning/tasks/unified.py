@@ -1,0 +1,307 @@
+"""The LightningModule of the unified network: per-task losses weighted into one, the optimiser
+and schedule, and each task's validation metrics (COCO mAP, multi-label mAP/F1, retrieval)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from yolor_lightning.data.transforms import letterbox_to_original
+from yolor_lightning.implicit import Implicit, sparsity_penalty
+from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
+from yolor_lightning.tasks.classification import multilabel_loss, multilabel_metrics
+from yolor_lightning.tasks.embedding import (
+    EMBEDDING_LOSSES,
+    EmbeddingRetrieval,
+    IdentityClassifier,
+    batch_hard_triplet_loss,
+    object_embeddings,
+)
+from yolor_lightning.tasks.evaluation import CocoEvaluator
+from yolor_lightning.tasks.loss import YoloLoss
+from yolor_lightning.tasks.postprocess import non_max_suppression
+from yolor_lightning.tasks.schedule import WarmupCosineSchedule
+from yolor_lightning.tasks.targets import assign_targets
+from yolor_lightning.tasks.weighting import TaskWeighting
+
+
+def split_decay_groups(network: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Split parameters into conv weights (decayed), norm weights, biases and implicit knowledge
+    (not decayed: implicit vectors are priors in their own right, not weights to shrink)."""
+    groups: dict[str, list[nn.Parameter]] = {
+        "weights": [],
+        "norms": [],
+        "biases": [],
+        "implicit": [],
+    }
+    implicit = {id(p) for m in network.modules() if isinstance(m, Implicit) for p in m.parameters()}
+    for module in network.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if id(parameter) in implicit:
+                groups["implicit"].append(parameter)
+            elif name == "bias":
+                groups["biases"].append(parameter)
+            elif isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
+                groups["norms"].append(parameter)
+            else:
+                groups["weights"].append(parameter)
+    return groups
+
+
+class UnifiedModule(L.LightningModule):
+    """Trains the unified network on its tasks (`model["tasks"]`: det, cls, emb) from batches of
+    the COCO-format DataModule, and validates each task.
+
+    Every task loss is a per-image mean scaled by the batch size, as the official detection loss
+    is; `weighting` adds them up (`TaskWeighting`). Metrics: `val/AP...` (det, COCO), `val/cls/mAP`
+    and `val/cls/F1` (cls), `val/emb/mAP` and `val/emb/rank1` (emb). `num_identities` sizes the
+    identity classifier of `emb["loss"] == "id_ce"` (the DataModule's `num_identities`).
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        schedule: dict[str, Any],
+        loss: dict[str, Any],
+        evaluation: dict[str, Any],
+        batch_size: int,
+        channels_last: bool = True,
+        cls: dict[str, Any] | None = None,
+        emb: dict[str, Any] | None = None,
+        weighting: dict[str, Any] | None = None,
+        num_identities: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tasks = tuple(model.get("tasks", ("det",)))
+        if "emb" in self.tasks and "det" not in self.tasks:
+            raise ValueError(
+                f"tasks={list(self.tasks)}: emb reads its embeddings at the cells the detection "
+                "head assigns to each object, so it trains with det (task=jde)"
+            )
+        self.network: YOLOv4CSP = build_yolov4_csp(
+            model["size"],
+            model["num_classes"],
+            implicit=model.get("implicit"),
+            tasks=self.tasks,
+            embedding_dim=model.get("embedding_dim", 128),
+        )
+        if channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        head = self.network.heads["det"] if "det" in self.tasks else None
+        detection_loss = dict(loss)
+        self.sparsity_gain = detection_loss.pop("sparsity_gain", 0.0)
+        self.anchor_threshold = detection_loss["anchor_threshold"]
+        if head is not None:
+            self.loss_fn = YoloLoss(
+                anchors=head.anchors,
+                strides=head.strides,
+                num_classes=model["num_classes"],
+                **detection_loss,
+            )
+            self.evaluator = CocoEvaluator()
+        if "cls" in self.tasks:
+            self.cls_metrics = multilabel_metrics(model["num_classes"])
+        self.identity_classifier: IdentityClassifier | None = None
+        if "emb" in self.tasks:
+            if emb["loss"] not in EMBEDDING_LOSSES:
+                raise ValueError(
+                    f"task.emb.loss={emb['loss']!r} is unknown: allowed values are "
+                    f"{list(EMBEDDING_LOSSES)}"
+                )
+            self.retrieval = EmbeddingRetrieval()
+            if emb["loss"] == "id_ce":
+                if num_identities is None:
+                    raise ValueError(
+                        "task.emb.loss=id_ce needs num_identities: the DataModule's "
+                        "num_identities (the training split's largest identity + 1)"
+                    )
+                self.identity_classifier = IdentityClassifier(
+                    self.network.heads["emb"].dim, num_identities
+                )
+        weighting = weighting or {"mode": "fixed", "weights": {}}
+        self.weighting = TaskWeighting(
+            self.tasks,
+            weighting["mode"],
+            {task: weighting["weights"].get(task, 1.0) for task in self.tasks},
+        )
+
+    def forward(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
+        """The network's outputs (see `YOLOv4CSP`) for uint8 or [0, 1] float images."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.network(images)
+
+    def task_losses(
+        self, outputs: Mapping[str, Any], batch: Mapping[str, Any]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor | None]:
+        """Per-task losses (per-image means), their parts for logging, and the validation
+        objects' embeddings (emb only) with their identities."""
+        losses: dict[str, Tensor] = {}
+        parts: dict[str, Tensor] = {}
+        targets = batch["targets"]
+        batch_size = max(1, len(targets))
+        if "det" in outputs:
+            total, detection_parts = self.loss_fn(outputs["det"], targets)
+            losses["det"] = total / batch_size
+            parts |= detection_parts
+        if "cls" in outputs:
+            losses["cls"] = multilabel_loss(
+                outputs["cls"], batch["image_labels"], self.hparams.cls["label_smoothing"]
+            )
+        embedded = None
+        if "emb" in outputs:
+            embedded = self._embed_objects(outputs["emb"], targets)
+            losses["emb"] = self._embedding_loss(*embedded)
+        return losses, parts, embedded
+
+    def _embed_objects(
+        self, maps: list[Tensor], targets: list[dict[str, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
+        """The embedding of each ground-truth object, read at its assigned cells (the detection
+        head's assignment rule), and its identity."""
+        head = self.network.heads["det"]
+        assigned = assign_targets(
+            targets, head.anchors, head.strides, [m.shape[-2:] for m in maps], self.anchor_threshold
+        )
+        identities = torch.cat([t["identities"] for t in targets]).to(self.device)
+        embeddings, present = object_embeddings(maps, assigned, len(identities))
+        return embeddings, identities[present]
+
+    def _embedding_loss(self, embeddings: Tensor, identities: Tensor) -> Tensor:
+        settings = self.hparams.emb
+        if settings["loss"] == "triplet":
+            return batch_hard_triplet_loss(embeddings, identities, settings["margin"])
+        classifier = self.identity_classifier
+        if not self.training:  # validation objects may have identities training never saw
+            known = identities < classifier.num_identities
+            embeddings, identities = embeddings[known], identities[known]
+        return classifier(embeddings, identities)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        outputs = self(batch["images"])
+        losses, parts, _ = self.task_losses(outputs, batch)
+        batch_size = len(batch["targets"])
+        total = batch_size * self.weighting(losses)
+        penalty = sparsity_penalty(self.network)
+        if penalty is not None:  # batch-scaled like the task losses
+            total = total + batch_size * self.sparsity_gain * penalty
+            parts["sparsity"] = self.sparsity_gain * penalty.detach()
+        self.log("train/loss", total / batch_size, prog_bar=True, batch_size=batch_size)
+        logged = parts | {f"{task}_loss": loss.detach() for task, loss in losses.items()}
+        if len(self.tasks) > 1:
+            logged |= {f"weight_{task}": w for task, w in self.weighting.factors().items()}
+        self.log_dict(
+            {f"train/{name}": value for name, value in logged.items()}, batch_size=batch_size
+        )
+        if batch["num_skipped"]:
+            self.log(
+                "data/skipped_unreadable",
+                float(batch["num_skipped"]),
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
+                batch_size=batch_size,
+            )
+        return total
+
+    def on_fit_start(self) -> None:
+        """Log what the dataset validation skipped (``data.skip_bad``), once per split."""
+        skipped = getattr(self.trainer.datamodule, "num_skipped", {})
+        for logger in self.loggers:
+            logger.log_metrics({f"data/skipped_{split}": n for split, n in skipped.items()}, step=0)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        outputs = self(batch["images"])
+        batch_size = len(batch["targets"])
+        losses, _, embedded = self.task_losses(outputs, batch)
+        self.log("val/loss", self.weighting(losses), batch_size=batch_size, sync_dist=True)
+        if "det" in outputs:
+            self.evaluator.update(*self.detections_and_ground_truth(outputs["det"], batch["meta"]))
+        if "cls" in outputs:
+            self.cls_metrics.update(outputs["cls"].float().sigmoid(), batch["image_labels"].long())
+        if embedded is not None:
+            self.retrieval.update(*embedded)
+
+    test_step = validation_step
+
+    def detections_and_ground_truth(
+        self, raw: list[Tensor], meta: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+        """NMS detections mapped back to original image pixels, paired with the ground truth."""
+        settings = self.hparams.evaluation
+        detections = non_max_suppression(
+            self.network.heads["det"].decode([level.float() for level in raw]),
+            conf_threshold=settings["conf_threshold"],
+            iou_threshold=settings["iou_threshold"],
+            max_detections=settings["max_detections"],
+        )
+        for detection, image in zip(detections, meta, strict=True):
+            detection["boxes"] = letterbox_to_original(
+                detection["boxes"], image["scale"], image["pad"], image["orig_size"]
+            )
+        ground_truth = [{k: v.to(self.device) for k, v in image["gt"].items()} for image in meta]
+        return detections, ground_truth
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self._compute_metrics("val"), sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._compute_metrics("test"), sync_dist=False)
+
+    def _compute_metrics(self, stage: str) -> dict[str, float]:
+        """Every task's metrics over the whole split (gathered from all processes), reset."""
+        metrics: dict[str, float] = {}
+        if "det" in self.tasks:
+            metrics |= self.evaluator.compute()
+            self.evaluator.reset()
+        if "cls" in self.tasks:
+            metrics |= {f"cls/{k}": float(v) for k, v in self.cls_metrics.compute().items()}
+            self.cls_metrics.reset()
+        if "emb" in self.tasks:
+            metrics |= {f"emb/{k}": float(v) for k, v in self.retrieval.compute().items()}
+            self.retrieval.reset()
+        return {f"{stage}/{name}": value for name, value in metrics.items()}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        settings = self.hparams.optimizer
+        schedule = self.hparams.schedule
+        groups = split_decay_groups(self.network)
+        if self.identity_classifier is not None:
+            extra = split_decay_groups(self.identity_classifier)
+            groups["weights"] += extra["weights"]
+            groups["biases"] += extra["biases"]
+        decay = settings["weight_decay"] * self.hparams.batch_size / settings["nominal_batch_size"]
+        optimizer = torch.optim.SGD(
+            [
+                {"params": groups["weights"], "weight_decay": decay},
+                {"params": groups["norms"], "weight_decay": 0.0},
+                {"params": groups["biases"], "weight_decay": 0.0, "is_bias": True},
+                {"params": groups["implicit"], "weight_decay": 0.0},
+                {"params": list(self.weighting.parameters()), "weight_decay": 0.0},
+            ],
+            lr=settings["lr"],
+            momentum=settings["momentum"],
+            nesterov=settings["nesterov"],
+        )
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        scheduler = WarmupCosineSchedule(
+            optimizer,
+            total_steps=total_steps,
+            warmup_steps=round(schedule["warmup_epochs"] * steps_per_epoch),
+            final_lr_fraction=schedule["final_lr_fraction"],
+            warmup_bias_lr=schedule["warmup_bias_lr"],
+            warmup_momentum=schedule["warmup_momentum"],
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

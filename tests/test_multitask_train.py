@@ -98,8 +98,8 @@ def test_ijde_with_identity_cross_entropy_and_uncertainty_weighting_reloads(cach
     [
         (
             ["model.implicit.task_emb.operator=add"],
-            r"model\.implicit\.task_emb\.operator='add' is invalid: site task\.emb sits in the "
-            r"emb branch, which task=\['det'\] does not have",
+            r"model\.implicit\.task_emb\.operator='add' is invalid: implicit site task\.emb sits "
+            r"in the emb branch, but the network's tasks are \['det'\]",
         ),
         (["task.targets=[emb]"], r"task\.targets=\['emb'\] is invalid: emb .* needs det"),
         (["task.targets=[det,seg]"], r"task\.targets=\['det', 'seg'\] is invalid"),

@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from yolor_lightning.implicit import COEFFICIENTS, OPERATORS, PRIORS
 from yolor_lightning.models import MODEL_SIZES, TASKS
-from yolor_lightning.models.sites import SITE_LABELS, SITE_OPERATORS, SITE_TASKS
+from yolor_lightning.models.sites import SITE_OPERATORS, site_problem
 from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES
 from yolor_lightning.tasks.weighting import WEIGHTINGS
 
@@ -268,17 +268,9 @@ def _check_implicit_sites(cfg: DictConfig) -> None:
         operator = _name(options.operator)
         if operator is None:
             continue
-        allowed = SITE_OPERATORS[site]
-        if operator not in allowed:
-            raise ConfigValueError(
-                f"config key {key}.operator={operator!r} is invalid at site {SITE_LABELS[site]}: "
-                f"allowed values are {', '.join(allowed)} (or null: site off)"
-            )
-        if tasks is not None and SITE_TASKS[site] not in tasks:
-            raise ConfigValueError(
-                f"config key {key}.operator={operator!r} is invalid: site {SITE_LABELS[site]} "
-                f"sits in the {SITE_TASKS[site]} branch, which task={list(tasks)} does not have"
-            )
+        problem = site_problem(site, operator, tasks)
+        if problem:
+            raise ConfigValueError(f"config key {key}.operator={operator!r} is invalid: {problem}")
         prior = _name(options.prior)
         for option, (owner, unset) in _PRIOR_OPTIONS.items():
             if _name(options[option]) != unset and prior != owner:

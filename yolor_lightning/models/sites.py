@@ -38,12 +38,27 @@ SITE_TASKS: dict[str, str] = {
 """The task whose branch holds each site."""
 
 
+def site_problem(site: str, operator: str, tasks: Collection[str] | None = None) -> str | None:
+    """Why `operator` cannot sit at `site` of a network with `tasks` (None: any tasks), or None
+    when it can."""
+    if operator not in SITE_OPERATORS[site]:
+        return (
+            f"operator {operator!r} is not allowed at implicit site {SITE_LABELS[site]}; "
+            f"allowed: {', '.join(SITE_OPERATORS[site])} (or null: site off)"
+        )
+    if tasks is not None and SITE_TASKS[site] not in tasks:
+        return (
+            f"implicit site {SITE_LABELS[site]} sits in the {SITE_TASKS[site]} branch, but the "
+            f"network's tasks are {sorted(tasks)}"
+        )
+    return None
+
+
 def enabled_sites(
     implicit: Mapping[str, Mapping[str, Any]] | None, tasks: Collection[str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """The sites of an `implicit` mapping (site -> options) whose operator is not None, checked
-    against `SITE_OPERATORS` and, when `tasks` is given, against the tasks the network has;
-    options are those of `make_implicit` (operator, prior, std, ...)."""
+    with `site_problem`; options are those of `make_implicit` (operator, prior, std, ...)."""
     sites = {}
     for site, options in (implicit or {}).items():
         if site not in SITE_OPERATORS:
@@ -53,16 +68,9 @@ def enabled_sites(
         operator = options.get("operator")
         if operator is None:
             continue
-        if operator not in SITE_OPERATORS[site]:
-            raise ValueError(
-                f"operator {operator!r} is not allowed at implicit site {SITE_LABELS[site]}; "
-                f"allowed: {', '.join(SITE_OPERATORS[site])}"
-            )
-        if tasks is not None and SITE_TASKS[site] not in tasks:
-            raise ValueError(
-                f"implicit site {SITE_LABELS[site]} sits in the {SITE_TASKS[site]} branch, but "
-                f"the network's tasks are {sorted(tasks)}"
-            )
+        problem = site_problem(site, operator, tasks)
+        if problem:
+            raise ValueError(problem)
         sites[site] = dict(options)
     return sites
 

@@ -26,13 +26,16 @@ STEPS_PER_EPOCH = {1: 4, 2: 2}  # processes -> optimizer steps per epoch
 
 
 def offline_environment(cache: Path) -> dict[str, str]:
-    """This process's environment as tests/conftest.py sets it for each test (W&B offline and
-    silent, the session's dataset cache), for the runs of module-scoped fixtures."""
+    """The environment of a run started by a test: W&B offline and silent and the session's
+    dataset cache, as tests/conftest.py sets them for each test (module-scoped fixtures run
+    outside it), and one thread per process: these runs put 2 to 4 processes on 2 cores, and
+    more threads than cores slow every process down many times over."""
     environment = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
     return environment | {
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "YOLOR_LIGHTNING_CACHE": str(cache),
+        "OMP_NUM_THREADS": "1",
     }
 
 

@@ -4,6 +4,7 @@ SLURM environment reads the variables SLURM sets in each task of such a job."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,10 @@ def slurm_task(monkeypatch: pytest.MonkeyPatch):
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, str(value))
+    # Lightning's SLURMEnvironment exports MASTER_ADDR when asked for it: recorded here as unset,
+    # it is removed again after the test instead of leaking into later runs.
+    monkeypatch.setenv("MASTER_ADDR", "")
+    monkeypatch.delenv("MASTER_ADDR")
 
 
 def test_lightning_accepts_the_slurm_job_and_leaves_requeueing_to_submitit(slurm_task):
@@ -102,3 +107,7 @@ def test_a_submitit_job_resumes_from_its_last_checkpoint(tmp_path: Path, monkeyp
     assert resume_from("/elsewhere/epoch=3.ckpt", last) == "/elsewhere/epoch=3.ckpt"
     last.unlink()
     assert resume_from(None, last) is None  # the job's first start
+
+
+def test_the_slurm_task_variables_do_not_outlive_their_test():
+    assert not {"MASTER_ADDR", "SLURM_NTASKS", "SUBMITIT_EXECUTOR"} & set(os.environ)

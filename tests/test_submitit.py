@@ -107,7 +107,7 @@ def test_submitit_starts_the_ranks_of_a_ddp_job(tmp_path: Path):
         "trainer.max_epochs=1",
         *TINY,
         cwd=tmp_path,
-        env=dict(os.environ),
+        env=offline_environment(Path(os.environ["YOLOR_LIGHTNING_CACHE"])),
     )
     job = tmp_path / "sweep" / "0"
     results = json.loads((job / "results.json").read_text())

@@ -35,13 +35,18 @@ EVALUATION_FILE = "evaluation.json"
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validate ``cfg.ckpt_path``; return (and write) the contents of evaluation.json."""
+    if cfg.ckpt_path is None:
+        raise ValueError(
+            "config key ckpt_path is required: the checkpoint to evaluate, "
+            "e.g. ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt"
+        )
     checkpoint = Path(cfg.ckpt_path)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"config key ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     check_values(cfg)
     output_dir = Path(cfg.output_dir)
     datamodule = build_datamodule(cfg)
-    module = build_module(cfg)
+    module = build_module(cfg, datamodule)
     loggers = run_loggers(cfg, output_dir, job_type="eval")
     trainer = build_trainer(cfg, output_dir, loggers, callbacks=[])
     (metrics,) = trainer.validate(

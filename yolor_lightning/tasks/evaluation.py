@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -81,6 +82,25 @@ class CocoEvaluator(MeanAveragePrecision):
                     f"{sorted(_GROUND_TRUTH_KEYS)}"
                 )
         super().update(preds, gts)
+
+    def _sync_dist(self, dist_sync_fn: object = None, process_group: object = None) -> None:
+        """Gather the per-image states of all ranks, in the split's order, whatever each holds.
+
+        torchmetrics gathers these list states element by element, which needs as many images on
+        every rank; an evaluation split shared without repeats gives ranks one image more or
+        less. Rank r holds images r, r + W, r + 2W, ... (``UnrepeatedDistributedSampler``), so
+        interleaving the ranks' lists restores the split's order, and with it COCOeval's
+        tie-breaking by image id: the same stats as in one process.
+        """
+        group = process_group or self.process_group
+        world_size = torch.distributed.get_world_size(group)
+        for name in self._reductions:
+            local = [tensor.cpu() for tensor in getattr(self, name)]
+            gathered: list[list[Tensor]] = [[] for _ in range(world_size)]
+            torch.distributed.all_gather_object(gathered, local, group=group)
+            longest = max(len(part) for part in gathered)
+            merged = [part[i] for i in range(longest) for part in gathered if i < len(part)]
+            setattr(self, name, [tensor.to(self.device) for tensor in merged])
 
     def compute(self) -> dict[str, float]:
         """The 12 COCO stats named as in `COCO_STAT_NAMES` (-1 where COCO has nothing to score)."""

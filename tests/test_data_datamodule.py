@@ -114,7 +114,9 @@ def test_batches_carry_only_the_requested_targets(shapes_root):
 
 
 def test_unknown_target_names_the_key_and_the_choices(tmp_path):
-    with pytest.raises(InstantiationException, match=r"data\.targets=\['det', 'seg'\].*'emb'"):
+    with pytest.raises(
+        InstantiationException, match=r"targets=\['det', 'seg'\] \(task\.targets\).*'emb'"
+    ):
         instantiate(_config("shapes", root=str(tmp_path)), targets=["det", "seg"])
 
 

@@ -82,14 +82,16 @@ class DetectionDataset(Dataset):
 
 
 TARGETS = ("det", "cls", "emb")
-"""What a DataModule can serve from COCO annotations (``data.targets``, set by ``task``)."""
+"""What a DataModule can serve from COCO annotations (``targets``: the config's
+``task.targets``)."""
 
 
 def check_targets(targets: Sequence[str]) -> tuple[str, ...]:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         raise ValueError(
-            f"data.targets={list(targets)} is invalid: a non-empty subset of {list(TARGETS)}"
+            f"targets={list(targets)} (task.targets) is invalid: a non-empty subset of "
+            f"{list(TARGETS)}"
         )
     return tuple(targets)
 

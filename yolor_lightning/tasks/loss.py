@@ -61,16 +61,27 @@ class YoloLoss(nn.Module):
         self.positive_label = 1.0 - 0.5 * label_smoothing
         self.negative_label = 0.5 * label_smoothing
 
-    def forward(
+    def assign(
         self, raw: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        assigned = assign_targets(
+    ) -> list[LevelTargets]:
+        """The anchors and cells of `raw`'s grids that each ground truth is assigned to."""
+        return assign_targets(
             targets,
             self.anchors,
             self.strides,
             [tuple(pred.shape[2:4]) for pred in raw],
             self.anchor_threshold,
         )
+
+    def forward(
+        self,
+        raw: Sequence[Tensor],
+        targets: Sequence[dict[str, Tensor]],
+        assigned: Sequence[LevelTargets] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """`assigned`: `self.assign(raw, targets)` when the caller already has it."""
+        if assigned is None:
+            assigned = self.assign(raw, targets)
         zero = raw[0].new_zeros((), dtype=torch.float32)
         box_loss, obj_loss, cls_loss = zero, zero, zero
         for pred, level, weight in zip(raw, assigned, self.level_weights, strict=True):

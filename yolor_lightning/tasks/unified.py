@@ -3,7 +3,7 @@ and schedule, and each task's validation metrics (COCO mAP, multi-label mAP/F1, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -25,7 +25,7 @@ from yolor_lightning.tasks.evaluation import CocoEvaluator
 from yolor_lightning.tasks.loss import YoloLoss
 from yolor_lightning.tasks.postprocess import non_max_suppression
 from yolor_lightning.tasks.schedule import WarmupCosineSchedule
-from yolor_lightning.tasks.targets import assign_targets
+from yolor_lightning.tasks.targets import LevelTargets
 from yolor_lightning.tasks.weighting import TaskWeighting
 
 
@@ -96,7 +96,6 @@ class UnifiedModule(L.LightningModule):
         head = self.network.heads["det"] if "det" in self.tasks else None
         detection_loss = dict(loss)
         self.sparsity_gain = detection_loss.pop("sparsity_gain", 0.0)
-        self.anchor_threshold = detection_loss["anchor_threshold"]
         if head is not None:
             self.loss_fn = YoloLoss(
                 anchors=head.anchors,
@@ -148,8 +147,9 @@ class UnifiedModule(L.LightningModule):
         parts: dict[str, Tensor] = {}
         targets = batch["targets"]
         batch_size = max(1, len(targets))
-        if "det" in outputs:
-            total, detection_parts = self.loss_fn(outputs["det"], targets)
+        if "det" in outputs:  # one assignment serves the detection loss and the emb read-out
+            assigned = self.loss_fn.assign(outputs["det"], targets)
+            total, detection_parts = self.loss_fn(outputs["det"], targets, assigned)
             losses["det"] = total / batch_size
             parts |= detection_parts
         if "cls" in outputs:
@@ -158,19 +158,18 @@ class UnifiedModule(L.LightningModule):
             )
         embedded = None
         if "emb" in outputs:
-            embedded = self._embed_objects(outputs["emb"], targets)
+            embedded = self._embed_objects(outputs["emb"], targets, assigned)
             losses["emb"] = self._embedding_loss(*embedded)
         return losses, parts, embedded
 
     def _embed_objects(
-        self, maps: list[Tensor], targets: list[dict[str, Tensor]]
+        self,
+        maps: list[Tensor],
+        targets: list[dict[str, Tensor]],
+        assigned: Sequence[LevelTargets],
     ) -> tuple[Tensor, Tensor]:
-        """The embedding of each ground-truth object, read at its assigned cells (the detection
-        head's assignment rule), and its identity."""
-        head = self.network.heads["det"]
-        assigned = assign_targets(
-            targets, head.anchors, head.strides, [m.shape[-2:] for m in maps], self.anchor_threshold
-        )
+        """The embedding of each ground-truth object, read at the cells the detection head
+        assigned it to (`assigned`; the emb maps share the detection grids), and its identity."""
         identities = torch.cat([t["identities"] for t in targets]).to(self.device)
         embeddings, present = object_embeddings(maps, assigned, len(identities))
         return embeddings, identities[present]

@@ -54,7 +54,7 @@ def test_ijdc_records_detection_and_classification_metrics(cache, tmp_path: Path
 
 @pytest.mark.slow
 def test_jde_with_triplet_loss_records_retrieval_metrics(cache, tmp_path: Path):
-    metrics = run(tmp_path, "+experiment=jde")["metrics"]
+    metrics = run(tmp_path, "+experiment=jde", "task.emb.loss=triplet")["metrics"]
     assert "AP" in metrics
     assert in_unit_range(metrics["emb/mAP"]) and in_unit_range(metrics["emb/rank1"])
 

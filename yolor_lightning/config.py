@@ -110,7 +110,7 @@ class ClassificationSchema:
 
 @dataclass
 class EmbeddingSchema:
-    loss: EmbeddingLoss = EmbeddingLoss.triplet  # type: ignore[valid-type,attr-defined]
+    loss: EmbeddingLoss = EmbeddingLoss.id_ce  # type: ignore[valid-type,attr-defined]
     margin: float = 0.3  # triplet only
 
 

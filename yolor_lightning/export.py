@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from yolor_lightning.atomic import atomic_path
 from yolor_lightning.callbacks.checkpoint_io import atomic_torch_save
+from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
 from yolor_lightning.implicit import fold
 from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
-from yolor_lightning.tasks.unified import UnifiedModule
 
 ARGUMENTS = ("ckpt", "out", "image_size")
 FOLDED_CHECKPOINT = "model_folded.pt"
@@ -67,7 +67,7 @@ class DeployedNetwork(nn.Module):
 
 def load_folded(path: str | Path) -> YOLOv4CSP:
     """Rebuild the plain network written by :func:`export`."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_checkpoint(path)
     network = build_yolov4_csp(
         saved["size"],
         num_classes=saved["num_classes"],
@@ -83,9 +83,8 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    module = UnifiedModule(**checkpoint["hyper_parameters"])
-    module.load_state_dict(checkpoint["state_dict"])
+    checkpoint = load_checkpoint(ckpt)
+    module = module_from_checkpoint(checkpoint)
     folded = fold(module.network.eval()).to(memory_format=torch.contiguous_format)
     model = module.hparams.model
     size = image_size or checkpoint.get("datamodule_hyper_parameters", {}).get("image_size")

@@ -1,9 +1,9 @@
 """Inspecting implicit knowledge: where a network's implicit layers sit, what `g_φ(z)` they learned,
 how each prior is built, and whether folding them away leaves the predictions unchanged.
 
-Plain functions on a network (Lightning is only used to read a checkpoint); the plots build
-`matplotlib.figure.Figure` objects directly, so they work under any backend (Agg included) and
-leave pyplot's global state alone.
+Plain functions on a network (checkpoints are read by `yolor_lightning.checkpoints`); the plots
+build `matplotlib.figure.Figure` objects directly, so they work under any backend (Agg included)
+and leave pyplot's global state alone.
 
 Each `Implicit` layer carries the site the network built it for (`fa`, `pr`, `fa*`, `pr*`,
 `task.cls`, `task.emb`); a site's levels are its layers in the order the network holds them.
@@ -23,11 +23,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
 from yolor_lightning.implicit import IDENTITY, PRIORS, Implicit, MFPrior, NNPrior
 from yolor_lightning.implicit import fold as fold_network
 from yolor_lightning.models import output_tensors
 from yolor_lightning.models.sites import SITE_LABELS
-from yolor_lightning.tasks.unified import UnifiedModule
 
 SITES: tuple[str, ...] = tuple(SITE_LABELS.values())
 """Site names as this module reports them: fa, pr, fa*, pr*, task.cls, task.emb."""
@@ -69,14 +69,12 @@ def load_network(checkpoint: str | Path) -> nn.Module:
     """The network of a training checkpoint, on the CPU, in eval mode (the checkpoint's
     hyper-parameters carry the model config, implicit sites included; its `state_dict` holds the
     EMA weights that validation used)."""
-    module = UnifiedModule.load_from_checkpoint(checkpoint, map_location="cpu")
-    return module.network.eval()
+    return module_from_checkpoint(load_checkpoint(checkpoint)).network.eval()
 
 
 def checkpoint_model_config(checkpoint: str | Path) -> dict[str, Any]:
     """The `model` config a checkpoint was trained with (size, num_classes, implicit)."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return dict(saved["hyper_parameters"]["model"])
+    return dict(load_checkpoint(checkpoint)["hyper_parameters"]["model"])
 
 
 def find_sites(network: nn.Module) -> list[Site]:

@@ -60,12 +60,14 @@ def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None)
         emb=task["emb"],
         weighting=task["weighting"],
         num_identities=datamodule.num_identities if needs_identities else None,
+        seed=cfg.seed,
     )
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
-    """The configured DataModule, serving the targets of the configured task."""
-    return instantiate(cfg.data, targets=list(cfg.task.targets), _convert_="all")
+    """The configured DataModule, serving the targets of the configured task in the order and
+    with the augmentations drawn from the run's seed."""
+    return instantiate(cfg.data, targets=list(cfg.task.targets), seed=cfg.seed, _convert_="all")
 
 
 def build_callbacks(

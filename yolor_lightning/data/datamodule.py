@@ -8,14 +8,19 @@ identities). Batches (see :func:`collate_batch`) are::
      "targets": [{"boxes": float32 [n, 4] xyxy input pixels, "labels": int64 [n],
                   "identities": int64 [n]}, ...],      # identities: emb only; crowd excluded
      "image_labels": float32 [B, nc],                  # cls only: multi-hot categories present
-     "meta": [{"image_id", "file_name", "scale", "pad", "orig_size", "gt"}, ...],
+     "meta": [{"image_id", "file_name", "scale", "pad", "orig_size", "tiles", "gt"}, ...],
      "num_skipped": int}                                # unreadable samples dropped
 
 Boxes are always served: ``emb`` reads each object's embedding at the cells its box is assigned
 to, and augmentation moves the boxes even when only ``cls`` is trained. ``identities`` are the
 annotations' ``identity_key`` values (``track_id``; the category where absent). ``scale``,
 ``pad`` and ``orig_size`` are ``None`` for mosaic samples; ``gt`` (all original annotations in
-original pixels: boxes, labels, area, iscrowd) is only in val/test batches.
+original pixels: boxes, labels, area, iscrowd) is only in val/test batches; ``tiles`` (the
+image ids a sample is made of: its own, then its mosaic partners) only in training batches.
+
+The training order and augmentations come from the run's ``seed`` alone (see
+:mod:`yolor_lightning.data.sampling`): the same seed serves the same batches to every
+configuration.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from yolor_lightning.data.coco import CocoDetection, UnreadableImageError
+from yolor_lightning.data.sampling import SampleKey, SeededSampler
 from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, default_cache_root, ensure_shapes
 from yolor_lightning.data.transforms import (
     Augment,
@@ -40,6 +46,7 @@ from yolor_lightning.data.transforms import (
     letterbox,
     train_transform,
 )
+from yolor_lightning.seeding import torch_generator
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +54,11 @@ log = logging.getLogger(__name__)
 class DetectionDataset(Dataset):
     """A :class:`CocoDetection` split through the train (``augment``) or eval transform.
 
-    Items are transformed samples, or ``None`` when an image (of a mosaic: any of its four) is
-    unreadable and the source has ``skip_bad`` (the collate drops and counts them).
+    Training items are indexed with a :class:`SampleKey` (from :class:`SeededSampler`): the
+    mosaic partners and every augmentation draw come from a generator seeded with its ``seed``.
+    Eval items are indexed with an int. Items are transformed samples, or ``None`` when an image
+    (of a mosaic: any of its four) is unreadable and the source has ``skip_bad`` (the collate
+    drops and counts them). A training sample's ``tiles`` lists the image ids it is made of.
     """
 
     def __init__(self, source: CocoDetection, image_size: int, augment: Augment | None = None):
@@ -59,20 +69,25 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> Sample | None:
+    def __getitem__(self, key: int | SampleKey) -> Sample | None:
         try:
             if self.augment is None:
-                return self._eval_sample(index)
-            indices = [index]
-            if torch.rand(()) < self.augment.mosaic:
-                indices += torch.randint(len(self.source), (3,)).tolist()
-            samples = [self.source[i] for i in indices]
-            return train_transform(samples, self.image_size, self.augment)
+                return self._eval_sample(key)
+            return self._train_sample(*key)
         except UnreadableImageError as err:
             if not self.source.skip_bad:
                 raise
             log.warning("skipping sample: %s", err)
             return None
+
+    def _train_sample(self, index: int, seed: int) -> Sample:
+        generator = torch.Generator().manual_seed(seed)
+        indices = [index]
+        if torch.rand((), generator=generator) < self.augment.mosaic:
+            indices += torch.randint(len(self.source), (3,), generator=generator).tolist()
+        samples = [self.source[i] for i in indices]
+        sample = train_transform(samples, self.image_size, self.augment, generator)
+        return {**sample, "tiles": [s["image_id"] for s in samples]}
 
     def _eval_sample(self, index: int) -> Sample:
         sample = self.source[index]
@@ -115,7 +130,9 @@ def collate_batch(
         if "emb" in targets:
             target["identities"] = s["identities"][~crowd]
         boxes.append(target)
-        info = {k: s.get(k) for k in ("image_id", "file_name", "scale", "pad", "orig_size")}
+        info = {
+            k: s.get(k) for k in ("image_id", "file_name", "scale", "pad", "orig_size", "tiles")
+        }
         if "gt" in s and "det" in targets:
             info["gt"] = s["gt"]
         meta.append(info)
@@ -166,9 +183,11 @@ class DetectionDataModule(LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         targets: Sequence[str] = ("det",),
         identity_key: str = "track_id",
+        seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.seed = seed
         self.targets = check_targets(targets)
         self.identity_key = identity_key
         self.name = name
@@ -238,11 +257,14 @@ class DetectionDataModule(LightningDataModule):
         if split not in self._splits:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         dataset = DetectionDataset(self._splits[split], self.image_size, augment)
+        training = augment is not None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=augment is not None,
-            sampler=None if augment is not None else evaluation_sampler(dataset),
+            sampler=SeededSampler(dataset, self.seed) if training else evaluation_sampler(dataset),
+            # workers' own seeds are drawn from this, not from the global RNG (they are unused:
+            # every draw comes from the sample's key)
+            generator=torch_generator(self.seed, "loader", split),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

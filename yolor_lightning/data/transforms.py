@@ -3,7 +3,8 @@
 A sample is a dict with ``image`` (uint8 ``tv_tensors.Image``), ``boxes`` (xyxy
 ``tv_tensors.BoundingBoxes``) and the per-box fields in :data:`BOX_FIELDS`. Geometry goes through
 ``torchvision.transforms.v2.functional`` so boxes follow the image; images stay uint8 throughout.
-Randomness comes from torch's global generator (seeded per DataLoader worker).
+Every random draw comes from the ``generator`` passed in (one per sample, see
+:class:`~yolor_lightning.data.sampling.SeededSampler`), never from torch's global generator.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def letterbox_to_original(
     return torch.minimum(out.clamp(min=0), out.new_tensor([w, h, w, h]))
 
 
-def mosaic(samples: Sequence[Sample], size: int) -> Sample:
+def mosaic(samples: Sequence[Sample], size: int, generator: torch.Generator) -> Sample:
     """Four samples around a random centre of a ``size`` x ``size`` canvas (YOLOv4 mosaic).
 
     Each image is scaled as :func:`letterbox` would and placed in one quadrant touching the
@@ -93,7 +94,7 @@ def mosaic(samples: Sequence[Sample], size: int) -> Sample:
     The result carries the first sample's ``image_id`` and ``file_name``.
     """
     canvas = torch.full((3, size, size), PAD_VALUE, dtype=torch.uint8)
-    cx, cy = (int(v) for v in torch.randint(0, size + 1, (2,)))
+    cx, cy = (int(v) for v in torch.randint(0, size + 1, (2,), generator=generator))
     boxes, fields = [], {k: [] for k in BOX_FIELDS}
     for quadrant, sample in enumerate(samples):
         image, tile_boxes, _ = _resize_long_side(sample["image"], sample["boxes"], size)
@@ -145,7 +146,9 @@ def hflip(sample: Sample) -> Sample:
     }
 
 
-def hsv_jitter(image: torch.Tensor, h_gain: float, s_gain: float, v_gain: float) -> torch.Tensor:
+def hsv_jitter(
+    image: torch.Tensor, h_gain: float, s_gain: float, v_gain: float, generator: torch.Generator
+) -> torch.Tensor:
     """Rotate hue by up to ``h_gain`` of the circle, scale saturation and value by 1 ± gain.
 
     All three are linear in YIQ space (hue: rotation of the IQ chroma plane, saturation: its
@@ -153,7 +156,7 @@ def hsv_jitter(image: torch.Tensor, h_gain: float, s_gain: float, v_gain: float)
     a 256² image against ~7 ms for torchvision's ``adjust_hue`` / ``adjust_saturation`` /
     ``adjust_brightness`` (which round-trip through float HSV), and ~5 ms for PIL's HSV.
     """
-    dh, ds, dv = (torch.rand(3) * 2 - 1).tolist()
+    dh, ds, dv = (torch.rand(3, generator=generator) * 2 - 1).tolist()
     angle = 2 * math.pi * dh * h_gain
     cos, sin, sat = math.cos(angle), math.sin(angle), 1 + ds * s_gain
     chroma = torch.tensor([[1.0, 0, 0], [0, sat * cos, -sat * sin], [0, sat * sin, sat * cos]])
@@ -162,13 +165,19 @@ def hsv_jitter(image: torch.Tensor, h_gain: float, s_gain: float, v_gain: float)
     return tv_tensors.wrap(pixels.to(torch.uint8).reshape(image.shape), like=image)
 
 
-def train_transform(samples: Sequence[Sample], size: int, augment: Augment) -> Sample:
-    """Mosaic of four samples (or letterbox of the first one), then HSV jitter and flip."""
-    sample = mosaic(samples, size) if len(samples) == 4 else clip_boxes(letterbox(samples[0], size))
+def train_transform(
+    samples: Sequence[Sample], size: int, augment: Augment, generator: torch.Generator
+) -> Sample:
+    """Mosaic of four samples (or letterbox of the first one), then HSV jitter and flip, with
+    every random draw from ``generator``."""
+    if len(samples) == 4:
+        sample = mosaic(samples, size, generator)
+    else:
+        sample = clip_boxes(letterbox(samples[0], size))
     if augment.hsv_h or augment.hsv_s or augment.hsv_v:
-        image = hsv_jitter(sample["image"], augment.hsv_h, augment.hsv_s, augment.hsv_v)
+        image = hsv_jitter(sample["image"], augment.hsv_h, augment.hsv_s, augment.hsv_v, generator)
         sample = {**sample, "image": image}
-    if torch.rand(()) < augment.flip_lr:
+    if torch.rand((), generator=generator) < augment.flip_lr:
         sample = hflip(sample)
     return sample
 

@@ -26,7 +26,13 @@ class VectorPrior(nn.Module):
 
     def __init__(self, channels: int, identity: float, std: float = 0.02, groups: int = 1):
         super().__init__()
-        self.z = nn.Parameter(torch.empty(groups, channels).normal_(identity, std))
+        self.identity, self.std = identity, std
+        self.z = nn.Parameter(torch.empty(groups, channels))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.z.normal_(self.identity, self.std)
 
     def forward(self) -> Tensor:
         return self.z
@@ -46,11 +52,17 @@ class NNPrior(nn.Module):
     ):
         super().__init__()
         latent_dim = latent_dim or 2 * channels
-        self.z = nn.Parameter(torch.randn(groups, latent_dim))
-        self.weight = nn.Parameter(
-            torch.randn(groups, channels, latent_dim) * (std / math.sqrt(latent_dim))
-        )
-        self.bias = nn.Parameter(torch.full((groups, channels), float(identity)))
+        self.identity, self.std = identity, std
+        self.z = nn.Parameter(torch.empty(groups, latent_dim))
+        self.weight = nn.Parameter(torch.empty(groups, channels, latent_dim))
+        self.bias = nn.Parameter(torch.empty(groups, channels))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.z.normal_()
+        self.weight.normal_(0, self.std / math.sqrt(self.z.shape[1]))
+        self.bias.fill_(self.identity)
 
     def forward(self) -> Tensor:
         return torch.einsum("gcd,gd->gc", self.weight, self.z) + self.bias
@@ -76,13 +88,19 @@ class MFPrior(nn.Module):
             )
         num_bases = bases or 2 * channels
         self.coefficient_kind = coefficients
-        self.bases = nn.Parameter(
-            torch.empty(groups, num_bases, channels).normal_(identity, std * math.sqrt(num_bases))
-        )
+        self.identity, self.std = identity, std
+        self.bases = nn.Parameter(torch.empty(groups, num_bases, channels))
+        self.raw_coefficients = nn.Parameter(torch.empty(groups, num_bases))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        num_bases = self.bases.shape[1]
+        self.bases.normal_(self.identity, self.std * math.sqrt(num_bases))
         start = 1 / num_bases
-        if coefficients == "nonneg":
+        if self.coefficient_kind == "nonneg":
             start = math.log(math.expm1(start))  # the softplus inverse: c starts at 1/K
-        self.raw_coefficients = nn.Parameter(torch.full((groups, num_bases), start))
+        self.raw_coefficients.fill_(start)
 
     def coefficients(self) -> Tensor:
         """`c` [groups, K]."""

@@ -51,17 +51,19 @@ class DetectionHead(nn.Module):
         sites = enabled_sites(implicit, tasks=("det",))
         widen = 2 if sites.get("fa", {}).get("operator") == "concat" else 1
         convs = [nn.Conv2d(widen * c, self.num_anchors * self.num_outputs, 1) for c in in_channels]
-        self._init_prediction_biases(convs)
         self.predictors = nn.ModuleList(
             self._with_sites(conv, c, sites) if sites else conv
             for conv, c in zip(convs, in_channels, strict=True)
         )
+        self.init_output_priors()
 
     @torch.no_grad()
-    def _init_prediction_biases(self, convs: Sequence[nn.Conv2d]) -> None:
-        """Priors of the official code: about 8 objects per 640x640 image, class probability
-        0.6 / (nc - 0.99)."""
-        for conv, stride in zip(convs, self.strides, strict=True):
+    def init_output_priors(self) -> None:
+        """Add the bias priors of the official code to the prediction convs' initial biases:
+        about 8 objects per 640x640 image, class probability 0.6 / (nc - 0.99). Applied once
+        after each (re-)initialisation of the convs."""
+        for predictor, stride in zip(self.predictors, self.strides, strict=True):
+            conv = predictor.conv if isinstance(predictor, ImplicitConv2d) else predictor
             bias = conv.bias.view(self.num_anchors, self.num_outputs)
             bias[:, 4] += math.log(8 / (640 / stride) ** 2)
             bias[:, 5:] += math.log(0.6 / (self.num_classes - 0.99))

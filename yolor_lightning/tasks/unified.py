@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from yolor_lightning.data.transforms import letterbox_to_original
 from yolor_lightning.implicit import Implicit, sparsity_penalty
 from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
+from yolor_lightning.models.initialization import initialize
 from yolor_lightning.tasks.classification import multilabel_loss, multilabel_metrics
 from yolor_lightning.tasks.embedding import (
     EMBEDDING_LOSSES,
@@ -59,7 +60,9 @@ class UnifiedModule(L.LightningModule):
     Every task loss is a per-image mean scaled by the batch size, as the official detection loss
     is; `weighting` adds them up (`TaskWeighting`). Metrics: `val/AP...` (det, COCO), `val/cls/mAP`
     and `val/cls/F1` (cls), `val/emb/mAP` and `val/emb/rank1` (emb). `num_identities` sizes the
-    identity classifier of `emb["loss"] == "id_ce"` (the DataModule's `num_identities`).
+    identity classifier of `emb["loss"] == "id_ce"` (the DataModule's `num_identities`). Every
+    parameter starts from its own stream of `seed` (`models.initialization`), so modules that
+    two configurations share start bit-identical.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class UnifiedModule(L.LightningModule):
         emb: dict[str, Any] | None = None,
         weighting: dict[str, Any] | None = None,
         num_identities: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -129,6 +133,7 @@ class UnifiedModule(L.LightningModule):
             weighting["mode"],
             {task: weighting["weights"].get(task, 1.0) for task in self.tasks},
         )
+        initialize(self, seed)
 
     def forward(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
         """The network's outputs (see `YOLOv4CSP`) for uint8 or [0, 1] float images."""

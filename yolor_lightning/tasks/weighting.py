@@ -29,6 +29,12 @@ class TaskWeighting(nn.Module):
             nn.Parameter(torch.zeros(len(self.tasks))) if mode == "uncertainty" else None
         )
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Log-variances back to 0: the fixed weighting."""
+        if self.log_variances is not None:
+            self.log_variances.zero_()
+
     def factors(self) -> dict[str, Tensor]:
         """The factor each task's loss is multiplied by now."""
         factors = {task: torch.tensor(self.weights[task]) for task in self.tasks}

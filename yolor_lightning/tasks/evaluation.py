@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
+from yolor_lightning.tasks.per_image import PerImageResults, match_images
+
 COCO_STAT_NAMES = (
     "AP",
     "AP50",
@@ -71,6 +73,7 @@ class CocoEvaluator(MeanAveragePrecision):
         )
         # NMS keeps up to 300 boxes per image as YOLO evaluation does; COCO caps them per class.
         self.warn_on_many_detections = False
+        self._evaluated: tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]] | None = None
 
     def update(self, preds: list[dict[str, Tensor]], gts: list[dict[str, Tensor]]) -> None:
         """Add one batch: preds {boxes, scores, labels}; gts {boxes, labels, area, iscrowd}."""
@@ -105,7 +108,33 @@ class CocoEvaluator(MeanAveragePrecision):
     def compute(self) -> dict[str, float]:
         """The 12 COCO stats named as in `COCO_STAT_NAMES` (-1 where COCO has nothing to score)."""
         stats = super().compute()
+        # compute() runs on the states gathered from every rank: keep them for per_image_results
+        self._evaluated = (
+            [
+                {"boxes": boxes, "scores": scores, "labels": labels}
+                for boxes, scores, labels in zip(
+                    self.detection_box, self.detection_scores, self.detection_labels, strict=True
+                )
+            ],
+            [
+                {"boxes": boxes, "labels": labels, "area": area, "iscrowd": crowd}
+                for boxes, labels, area, crowd in zip(
+                    self.groundtruth_box,
+                    self.groundtruth_labels,
+                    self.groundtruth_area,
+                    self.groundtruth_crowds,
+                    strict=True,
+                )
+            ],
+        )
         return {
             name: stats[key].item()
             for name, key in zip(COCO_STAT_NAMES, _TORCHMETRICS_KEYS, strict=True)
         }
+
+    def per_image_results(self) -> PerImageResults:
+        """The per-image matches of the images the last ``compute()`` evaluated (all ranks'),
+        for the paired bootstrap over images in the report (see ``tasks/per_image.py``)."""
+        if self._evaluated is None:
+            raise RuntimeError("per_image_results() needs a compute() first: nothing evaluated")
+        return match_images(*self._evaluated)

@@ -84,7 +84,8 @@ def test_missing_image_file_is_named_or_skipped(split):
     ann_file, image_dir, coco = split
     missing = coco["images"][1]["file_name"]
     (image_dir / missing).unlink()
-    with pytest.raises(CocoFormatError, match=f"instances.json: image file .*{missing}"):
+    where = f"instances.json: image {coco['images'][1]['id']}: image file .*{missing}"
+    with pytest.raises(CocoFormatError, match=where):
         CocoDetection(ann_file, image_dir)
     dataset = CocoDetection(ann_file, image_dir, skip_bad=True)
     assert len(dataset) == len(coco["images"]) - 1

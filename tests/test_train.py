@@ -66,7 +66,7 @@ def test_results_json_records_choices_metrics_and_cost(resumed_run):
     assert results["model"]["gflops"] > 0
     assert results["model"]["params_folded"] == results["model"]["params"]
     assert results["model"]["gflops_folded"] == results["model"]["gflops"]
-    assert results["data"]["skipped"] == {"train": 0, "val": 0}
+    assert results["data"]["skipped"] == {"train": {}, "val": {}}
 
 
 @pytest.mark.slow
@@ -135,7 +135,7 @@ def test_skipped_annotations_are_counted_logged_and_recorded(tmp_path: Path):
 
     overrides = [*TINY_RUN, f"data.root={cache}", "data.skip_bad=true", "trainer.max_epochs=1"]
     results = train(compose_config([*overrides, f"output_dir={tmp_path / 'run'}", "logger=csv"]))
-    assert results["data"]["skipped"] == {"train": 1, "val": 0}
+    assert results["data"]["skipped"] == {"train": {"bad_box": 1}, "val": {}}
     with (tmp_path / "run" / "csv" / "metrics.csv").open() as handle:
         logged = [row["data/skipped_train"] for row in csv.DictReader(handle)]
     assert [float(value) for value in logged if value] == [1.0]

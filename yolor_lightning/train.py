@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from yolor_lightning.results import implicit_choices, write_results
 from yolor_lightning.tasks.unified import UnifiedModule
 
 register_schemas()
+
+log = logging.getLogger(__name__)
 
 PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
 CHECKPOINTS = "checkpoints"
@@ -196,13 +199,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             **model_cost(module.network, cfg.data.image_size),
             "image_size": cfg.data.image_size,
         },
-        "data": {"skipped": dict(datamodule.num_skipped)},
+        "data": {"skipped": datamodule.skipped},
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "fit_seconds": round(fit_seconds, 1),
         "best_checkpoint": best,
         "config": plain(cfg),
     }
+    if any(datamodule.num_skipped.values()):
+        log.warning("data.skip_bad skipped (split: {reason: count}): %s", datamodule.skipped)
     if trainer.is_global_zero:
         write_results(output_dir, results)
         finish_wandb(

@@ -9,7 +9,8 @@ identities). Batches (see :func:`collate_batch`) are::
                   "identities": int64 [n]}, ...],      # identities: emb only; crowd excluded
      "image_labels": float32 [B, nc],                  # cls only: multi-hot categories present
      "meta": [{"image_id", "file_name", "scale", "pad", "orig_size", "tiles", "gt"}, ...],
-     "num_skipped": int}                                # unreadable samples dropped
+     "num_skipped": int,                                # unreadable samples dropped
+     "skipped": [SkippedSample, ...]}                   # why: reason and image id
 
 Boxes are always served: ``emb`` reads each object's embedding at the cells its box is assigned
 to, and augmentation moves the boxes even when only ``cls`` is trained. ``identities`` are the
@@ -39,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from yolor_lightning.data.coco import CocoDetection, UnreadableImageError
 from yolor_lightning.data.sampling import SampleKey, SeededSampler
 from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, default_cache_root, ensure_shapes
+from yolor_lightning.data.skipping import SkipCount, SkippedSample
 from yolor_lightning.data.transforms import (
     Augment,
     Sample,
@@ -56,9 +58,10 @@ class DetectionDataset(Dataset):
 
     Training items are indexed with a :class:`SampleKey` (from :class:`SeededSampler`): the
     mosaic partners and every augmentation draw come from a generator seeded with its ``seed``.
-    Eval items are indexed with an int. Items are transformed samples, or ``None`` when an image
-    (of a mosaic: any of its four) is unreadable and the source has ``skip_bad`` (the collate
-    drops and counts them). A training sample's ``tiles`` lists the image ids it is made of.
+    Eval items are indexed with an int. Items are transformed samples, or a
+    :class:`SkippedSample` when an image (of a mosaic: any of its four) is unusable and the
+    source has ``skip_bad`` (the collate drops them, the DataModule counts them). A training
+    sample's ``tiles`` lists the image ids it is made of.
     """
 
     def __init__(self, source: CocoDetection, image_size: int, augment: Augment | None = None):
@@ -69,7 +72,7 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: int | SampleKey) -> Sample | None:
+    def __getitem__(self, key: int | SampleKey) -> Sample | SkippedSample:
         try:
             if self.augment is None:
                 return self._eval_sample(key)
@@ -78,7 +81,7 @@ class DetectionDataset(Dataset):
             if not self.source.skip_bad:
                 raise
             log.warning("skipping sample: %s", err)
-            return None
+            return SkippedSample(err.reason, err.image_id)
 
     def _train_sample(self, index: int, seed: int) -> Sample:
         generator = torch.Generator().manual_seed(seed)
@@ -112,13 +115,14 @@ def check_targets(targets: Sequence[str]) -> tuple[str, ...]:
 
 
 def collate_batch(
-    samples: list[Sample | None],
+    samples: list[Sample | SkippedSample],
     image_size: int,
     num_classes: int,
     targets: Sequence[str] = ("det",),
 ) -> dict[str, Any]:
-    """Stack a batch (format in the module docstring), dropping and counting ``None`` samples."""
-    kept = [s for s in samples if s is not None]
+    """Stack a batch (format in the module docstring), dropping :class:`SkippedSample` items."""
+    skipped = [s for s in samples if isinstance(s, SkippedSample)]
+    kept = [s for s in samples if not isinstance(s, SkippedSample)]
     images = [s["image"].as_subclass(torch.Tensor) for s in kept]
     boxes, meta = [], []
     for s in kept:
@@ -142,7 +146,8 @@ def collate_batch(
         else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8),
         "targets": boxes,
         "meta": meta,
-        "num_skipped": len(samples) - len(kept),
+        "num_skipped": len(skipped),
+        "skipped": skipped,
     }
     if "cls" in targets:  # crowd regions count: the category is in the image
         batch["image_labels"] = torch.zeros(len(kept), num_classes)
@@ -167,8 +172,9 @@ def evaluation_sampler(dataset: Dataset) -> Sampler | None:
 class DetectionDataModule(LightningDataModule):
     """Train / val / test loaders over COCO-format splits; subclasses say where the files are.
 
-    ``num_classes`` is checked against the annotation files in :meth:`setup`. ``num_skipped``
-    maps each split to the images and annotations its validation left out (``skip_bad``).
+    ``num_classes`` is checked against the annotation files in :meth:`setup`. ``skipped`` maps
+    each split to what ``skip_bad`` left out, by reason: by its annotation checks, and images
+    found unusable in the batches loaded so far (``num_skipped``: the totals per split).
     """
 
     def __init__(
@@ -200,7 +206,7 @@ class DetectionDataModule(LightningDataModule):
         self.augment = Augment(**(augment or {}))
         self.class_names: list[str] | None = None
         self.category_ids: list[int] | None = None
-        self.num_skipped: dict[str, int] = {}
+        self.skip_count = SkipCount()
         self._splits: dict[str, CocoDetection] = {}
 
     def split_files(self, split: str) -> tuple[Path, Path] | None:
@@ -234,8 +240,23 @@ class DetectionDataModule(LightningDataModule):
         if self.category_ids is not None and dataset.category_ids != self.category_ids:
             raise ValueError(f"{ann_file}: categories differ from the other splits'")
         self.category_ids, self.class_names = dataset.category_ids, dataset.class_names
-        self.num_skipped[split] = dataset.num_skipped
+        self.skip_count.add_split(split, dataset)
         return dataset
+
+    @property
+    def skipped(self) -> dict[str, dict[str, int]]:
+        return self.skip_count.as_dict()
+
+    @property
+    def num_skipped(self) -> dict[str, int]:
+        return {split: sum(reasons.values()) for split, reasons in self.skipped.items()}
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
+        """Count the samples the batch dropped (the loader's workers cannot count for us)."""
+        if batch["skipped"]:
+            split = "train" if self.trainer.training else "test" if self.trainer.testing else "val"
+            self.skip_count.add_batch(split, batch["skipped"])
+        return batch
 
     @property
     def num_identities(self) -> int:

@@ -10,25 +10,46 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from yolor_lightning.report import verdicts
+from yolor_lightning.report.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from yolor_lightning.report.chart import plot
+from yolor_lightning.report.comparison import Comparison, compare
 from yolor_lightning.report.jobs import Job, ReportError, find_jobs
 from yolor_lightning.report.table import Table, build_table, to_markdown, write_csv
 
-__all__ = ["Job", "Report", "ReportError", "Table", "build_table", "find_jobs", "write_report"]
+__all__ = [
+    "Comparison",
+    "Job",
+    "Report",
+    "ReportError",
+    "Table",
+    "build_table",
+    "find_jobs",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
 class Report:
     table: Table
+    comparisons: list[Comparison]
     markdown: str
     paths: list[Path]
 
 
 def write_report(
-    folders: Sequence[Path], out: Path | None = None, baseline: str | None = None
+    folders: Sequence[Path],
+    out: Path | None = None,
+    baseline: str | None = None,
+    metric: str = "AP",
+    resamples: int = DEFAULT_RESAMPLES,
+    bootstrap_seed: int = DEFAULT_SEED,
 ) -> Report:
     """Write ``report.md``, ``report.csv`` and ``report.png`` into ``out`` (default: the first
-    folder). ``baseline`` names the configuration Δ is computed against (label or experiment)."""
+    folder). ``baseline`` names the configuration Δ is computed against (label or experiment);
+    the paired comparison (see :mod:`yolor_lightning.report.comparison`) is on ``metric``, its
+    evaluation noise from ``resamples`` bootstrap resamples drawn with ``bootstrap_seed``
+    (0 resamples: none)."""
     folders = [Path(folder) for folder in folders]
     jobs = find_jobs(folders)
     if all(job.results is None for job in jobs):
@@ -38,11 +59,15 @@ def write_report(
             f"{len(jobs)} failed jobs: {failed}"
         )
     table = build_table(jobs, baseline)
+    comparisons = compare(table, metric, resamples, bootstrap_seed)
     out = Path(out) if out is not None else folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(table, folders)
+    markdown = to_markdown(table, folders) + "".join(
+        line + "\n" for line in verdicts.markdown(comparisons)
+    )
     paths = [out / "report.md", out / "report.csv", out / "report.png"]
     paths[0].write_text(markdown)
-    write_csv(table, paths[1])
-    plot(table, paths[2])
-    return Report(table, markdown, paths)
+    columns = {c.row: verdicts.csv_columns(c) for c in comparisons}
+    write_csv(table, paths[1], columns, verdicts.CSV_COLUMNS if comparisons else ())
+    plot(table, comparisons, paths[2])
+    return Report(table, comparisons, markdown, paths)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,10 +277,17 @@ def csv_header(table: Table) -> list[str]:
     ]
 
 
-def write_csv(table: Table, path: Path) -> None:
-    """One ``ok`` row per configuration, then one ``failed`` row per failed job."""
+def write_csv(
+    table: Table,
+    path: Path,
+    extra: Mapping[Row, Mapping[str, object]] | None = None,
+    extra_columns: Sequence[str] = (),
+) -> None:
+    """One ``ok`` row per configuration, then one ``failed`` row per failed job; ``extra``
+    adds the ``extra_columns`` of some rows (the paired comparison)."""
+    extra = extra or {}
     with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=csv_header(table), restval="")
+        writer = csv.DictWriter(file, fieldnames=[*csv_header(table), *extra_columns], restval="")
         writer.writeheader()
         for row in table.rows:
             record: dict[str, object] = {
@@ -298,6 +305,7 @@ def write_csv(table: Table, path: Path) -> None:
                 record[f"{name}_std"] = "" if spread.std is None else spread.std
             record |= {f"delta_{name}": value for name, value in row.delta.items()}
             record |= row.cost
+            record |= extra.get(row, {})
             writer.writerow(record)
         for failure in table.failed:
             job = failure.job

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from scipy import stats
 
 from yolor_lightning.report import ReportError, write_report
 from yolor_lightning.report.__main__ import main
+from yolor_lightning.report.statistics import holm, minimum_detectable_effect, t_interval
 from yolor_lightning.results import write_results
 
 SHARED = ["trainer.max_epochs=6", "data.batch_size=16"]
@@ -340,3 +342,154 @@ def test_command_line_prints_the_table_and_the_paths(sweep: Path, tmp_path: Path
     assert "| `ifa_mul` | 2 |" in completed.stdout
     for name in ("report.md", "report.csv", "report.png"):
         assert f"wrote {out / name}" in completed.stdout
+
+
+# --- Bad jobs: listed as failed with the reason, the report goes on --------------------------
+
+
+def failure_of(report, folder: Path) -> str:
+    (job,) = [f.job for f in report.table.failed if f.job.folder == folder]
+    return job.failure
+
+
+def test_truncated_results_json_is_a_failed_job_and_the_report_goes_on(sweep: Path):
+    folder = write_job(sweep, 5, "ifa_mul", 3, coco_metrics(0.5, 0.7))
+    text = (folder / "results.json").read_text()
+    (folder / "results.json").write_text(text[: len(text) // 2])
+
+    report = write_report([sweep])
+
+    assert failure_of(report, folder).startswith("unreadable results.json: ")
+    assert [row.seeds for row in report.table.rows] == [["0", "1"], ["0", "1"]]
+    line = next(line for line in report.markdown.splitlines() if str(folder) in line)
+    assert "unreadable results.json" in line
+
+
+def test_results_json_that_is_not_utf8_or_not_an_object_is_a_failed_job(sweep: Path):
+    binary = write_job(sweep, 5, "ifa_mul", 3, coco_metrics(0.5, 0.7))
+    (binary / "results.json").write_bytes(b"\xff\xfe\x00garbage")
+    listed = write_job(sweep, 6, "ifa_mul", 4, coco_metrics(0.5, 0.7))
+    (listed / "results.json").write_text("[1, 2]\n")
+
+    report = write_report([sweep])
+
+    assert failure_of(report, binary).startswith("unreadable results.json: ")
+    assert failure_of(report, listed) == "results.json holds a list, not an object"
+
+
+def test_a_nan_baseline_run_never_replaces_the_real_baseline(sweep: Path):
+    folder = write_job(sweep, 5, "baseline", 2, coco_metrics(0.5, 0.7))
+    text = (folder / "results.json").read_text()
+    (folder / "results.json").write_text(text.replace('"AP": 0.5', '"AP": NaN'))
+    inf = write_job(sweep, 6, "baseline", 3, coco_metrics(0.5, 0.7))
+    text = (inf / "results.json").read_text()
+    (inf / "results.json").write_text(text.replace('"AP50": 0.7', '"AP50": Infinity'))
+
+    report = write_report([sweep])
+
+    baseline, ifa_mul = report.table.rows
+    assert baseline.seeds == ["0", "1"]
+    assert baseline.metrics["AP"].mean == pytest.approx((0.340 + 0.352) / 2)
+    assert ifa_mul.delta["AP"] == pytest.approx((0.361 + 0.349) / 2 - (0.340 + 0.352) / 2)
+    assert failure_of(report, folder) == "results.json has non-finite metrics: AP"
+    assert failure_of(report, inf) == "results.json has non-finite metrics: AP50"
+    table = [line for line in report.markdown.splitlines() if line.startswith("| `")]
+    assert not any("nan" in line for line in table[:2])
+
+
+def test_a_run_that_recorded_its_failure_is_listed_with_its_reason(sweep: Path):
+    folder = write_job(sweep, 5, "baseline", 2, metrics=None)
+    (folder / "results.json").write_text(
+        '{"status": "failed", "failure": "non-finite loss at step 3 (box)", "experiment": '
+        '"baseline", "overrides": ["+experiment=baseline", "seed=2"]}\n'
+    )
+
+    report = write_report([sweep])
+
+    assert failure_of(report, folder) == "run failed: non-finite loss at step 3 (box)"
+    assert report.table.rows[0].seeds == ["0", "1"]
+
+
+def test_unreadable_hydra_folder_is_a_failed_job_unless_results_name_the_run(sweep: Path):
+    broken = write_job(sweep, 5, "ifa_mul", 3, metrics=None)
+    (broken / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
+    finished = write_job(sweep, 6, "ifa_mul", 4, coco_metrics(0.36, 0.6))
+    (finished / ".hydra" / "config.yaml").write_bytes(b"\xff\xfe: [")
+
+    report = write_report([sweep])
+
+    reason = failure_of(report, broken)
+    assert reason.startswith("no results.json; unreadable .hydra/: ")
+    assert report.table.rows[1].seeds == ["0", "1", "4"]
+
+
+# --- Paired comparison -------------------------------------------------------------------------
+
+
+def test_pairs_by_seed_and_lists_the_unpaired_runs(sweep: Path):
+    lonely = write_job(sweep, 5, "baseline", 7, coco_metrics(0.33, 0.58))
+
+    report = write_report([sweep], resamples=0)
+
+    (comparison,) = report.comparisons
+    assert comparison.row.label == "ifa_mul" and comparison.row.baseline.label == "baseline"
+    assert [(p.seed, p.delta) for p in comparison.pairs] == [
+        ("0", pytest.approx(0.361 - 0.340)),
+        ("1", pytest.approx(0.349 - 0.352)),
+    ]
+    assert [(u.seed, u.job.folder, u.reason) for u in comparison.unpaired] == [
+        ("7", lonely, "no run with this seed on the other side")
+    ]
+    assert "## Unpaired runs" in report.markdown
+    assert f"| `ifa_mul` | 7 | `{lonely}` | no run with this seed on the other side |" in (
+        report.markdown
+    )
+
+
+def test_two_pairs_are_not_resolved_and_report_their_mde(sweep: Path):
+    report = write_report([sweep], resamples=0)
+
+    (comparison,) = report.comparisons
+    deltas = np.array([0.361 - 0.340, 0.349 - 0.352])
+    scipy_interval = stats.ttest_rel([0.361, 0.349], [0.340, 0.352]).confidence_interval()
+    assert comparison.interval == pytest.approx((scipy_interval.low, scipy_interval.high))
+    # Δ = (2.1, -0.3) points: the 4 sign patterns sum to ±1.8 and ±2.4, all >= |1.8|.
+    assert comparison.p_sign_flip == 1.0
+    assert comparison.p_sign_flip_holm == 1.0 and comparison.won == 0.5
+    assert comparison.verdict == "not resolved"
+    spread = deltas.std(ddof=1)
+    assert comparison.mde == pytest.approx(minimum_detectable_effect(spread, 2, 0.05))
+    line = next(line for line in report.markdown.splitlines() if line.startswith("| `ifa_mul` | `"))
+    assert "| 2 | 0:+2.10 1:-0.30 | +0.90 [" in line and "| not resolved |" in line
+    row = read_csv(report.paths[1])[1]
+    assert row["verdict"] == "not resolved" and row["pairs"] == "2"
+    assert float(row["ci_low"]) == pytest.approx(scipy_interval.low)
+    assert row["eval_std"] == ""
+
+
+def test_clear_effects_are_better_and_worse_after_holm(tmp_path: Path):
+    """Six seeds; ifa_mul gains ~2 points every seed, ipr_mul loses ~2, ifa_add is noise."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.34, 0.02, 6)
+    shifts = {"ifa_mul": 0.02, "ipr_mul": -0.02, "ifa_add": 0.0}
+    number = 0
+    for seed, ap in enumerate(base):
+        write_job(tmp_path, number, "baseline", seed, coco_metrics(ap, 0.5))
+        number += 1
+        for experiment, shift in shifts.items():
+            noise = rng.normal(0, 0.002 if shift else 0.01)
+            write_job(tmp_path, number, experiment, seed, coco_metrics(ap + shift + noise, 0.5))
+            number += 1
+
+    report = write_report([tmp_path], resamples=0)
+
+    verdicts = {c.row.label: c.verdict for c in report.comparisons}
+    assert verdicts == {"ifa_mul": "better", "ipr_mul": "worse", "ifa_add": "not resolved"}
+    p_t = [c.p_t for c in report.comparisons]
+    assert [c.p_t_holm for c in report.comparisons] == pytest.approx(holm(p_t))
+    for c in report.comparisons:
+        assert c.n == 6 and c.holm_interval == pytest.approx(t_interval(c.deltas, 1 - c.level))
+    (noise,) = [c for c in report.comparisons if c.row.label == "ifa_add"]
+    assert noise.mde == pytest.approx(
+        minimum_detectable_effect(noise.deltas.std(ddof=1), 6, noise.level)
+    )

@@ -189,7 +189,9 @@ class UnifiedModule(L.LightningModule):
             embeddings, identities = embeddings[known], identities[known]
         return classifier(embeddings, identities)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if not batch["targets"]:  # every sample was unusable and skipped (data.skip_bad): no step
+            return None
         outputs = self(batch["images"])
         losses, parts, _ = self.task_losses(outputs, batch)
         batch_size = len(batch["targets"])

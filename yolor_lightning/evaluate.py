@@ -5,8 +5,9 @@ the checkpoint) and the checkpoint's weights are loaded into it (this project's 
 the EMA weights). It is validated on the whole validation split, in one process or, with
 ``trainer=ddp_cpu`` or ``trainer=ddp``, in several: each rank evaluates its own share of the
 images, every image exactly once, and the metrics are computed over all of them. Writes
-``evaluation.json`` into its own run folder (``evaluations/<date>/<time>/``) and a W&B run with
-``job_type=eval``.
+``evaluation.json`` into its own run folder (``evaluations/<date>/<time>/``), beside it the
+per-image matches of the detection task (``per_image_eval.npz``, for the report's bootstrap over
+images), and a W&B run with ``job_type=eval``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from yolor_lightning.atomic import atomic_path
 from yolor_lightning.cluster import distributed_job
 from yolor_lightning.config import check_values
 from yolor_lightning.loggers import finish_wandb, no_wandb_run_left_open
+from yolor_lightning.tasks.per_image import PER_IMAGE_FILE
 from yolor_lightning.train import (
     build_datamodule,
     build_module,
@@ -60,6 +62,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "metrics": {key.removeprefix("val/"): float(value) for key, value in metrics.items()},
     }
     if trainer.is_global_zero:
+        if "det" in module.tasks:
+            module.evaluator.per_image_results().save(output_dir / PER_IMAGE_FILE)
         with atomic_path(output_dir / EVALUATION_FILE) as temporary:
             temporary.write_text(json.dumps(evaluation, indent=2, sort_keys=True) + "\n")
         finish_wandb(loggers, {f"final/{k}": v for k, v in evaluation["metrics"].items()})

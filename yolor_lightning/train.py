@@ -34,6 +34,7 @@ from yolor_lightning.loggers import (
     run_tags,
 )
 from yolor_lightning.results import implicit_choices, write_results
+from yolor_lightning.tasks.per_image import PER_IMAGE_FILE
 from yolor_lightning.tasks.unified import UnifiedModule
 
 register_schemas()
@@ -209,6 +210,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if any(datamodule.num_skipped.values()):
         log.warning("data.skip_bad skipped (split: {reason: count}): %s", datamodule.skipped)
     if trainer.is_global_zero:
+        if "det" in module.tasks:
+            module.evaluator.per_image_results().save(output_dir / PER_IMAGE_FILE)
         write_results(output_dir, results)
         finish_wandb(
             loggers,

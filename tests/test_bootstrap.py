@@ -4,6 +4,7 @@ data: AP of a resampled image list recomputed from scratch must equal the fast p
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 from collections import defaultdict
@@ -15,12 +16,14 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from yolor_lightning.report import write_report
 from yolor_lightning.report.bootstrap import (
     ResampledAP,
     bootstrap_ap,
     evaluation_noise,
     resample_counts,
 )
+from yolor_lightning.results import write_results
 from yolor_lightning.tasks.evaluation import CocoEvaluator
 from yolor_lightning.tasks.per_image import PER_IMAGE_FILE, PerImageResults
 
@@ -28,6 +31,11 @@ COCO_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "c
 GROUND_TRUTH = json.loads((COCO_FIXTURES / "instances_val2014_100.json").read_text())
 DETECTIONS = json.loads((COCO_FIXTURES / "instances_val2014_fakebbox100_results.json").read_text())
 IMAGE_IDS = sorted(image["id"] for image in GROUND_TRUTH["images"])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
 
 
 def by_image(annotations: list[dict]) -> dict[int, list[dict]]:
@@ -168,3 +176,69 @@ def test_identical_runs_have_no_evaluation_noise_and_a_run_missing_detections_ha
     noise = evaluation_noise([other - same])
     assert noise.resamples == 50 and noise.std > 0
     assert noise.low <= np.mean(other - same) <= noise.high < 0
+
+
+def test_report_on_run_folders_shows_the_evaluation_noise_of_each_pair(tmp_path: Path):
+    """Run folders built from real files: results.json from the evaluator, per_image_eval.npz
+    from the same evaluation. ``fewer`` drops a third of the detections (a different third per
+    seed), the baseline drops a different tenth per seed."""
+    for seed in range(3):
+        variants = {
+            "baseline": [d for n, d in enumerate(DETECTIONS) if (n + seed) % 10],
+            "fewer": [d for n, d in enumerate(DETECTIONS) if (n + seed) % 3],
+        }
+        for experiment, detections in variants.items():
+            folder = tmp_path / f"{experiment}_{seed}"
+            stats, results = fixture_results(detections)
+            results.save(folder / PER_IMAGE_FILE)
+            write_results(
+                folder,
+                {
+                    "experiment": experiment,
+                    "overrides": [f"+experiment={experiment}", f"seed={seed}"],
+                    "choices": {"seed": seed},
+                    "metrics": stats,
+                },
+            )
+
+    report = write_report([tmp_path], resamples=100)
+
+    (comparison,) = report.comparisons
+    assert comparison.n == 3 and comparison.verdict == "worse"
+    runs = {job.folder.name: job.results["metrics"]["AP"] for job in report.table.rows[1].jobs}
+    bases = {job.folder.name: job.results["metrics"]["AP"] for job in report.table.rows[0].jobs}
+    expected = [runs[f"fewer_{s}"] - bases[f"baseline_{s}"] for s in range(3)]
+    assert [p.delta for p in comparison.pairs] == pytest.approx(expected)
+    counts = resample_counts(100, resamples=100, seed=0)
+    pair_deltas = [
+        bootstrap_ap(PerImageResults.load(tmp_path / f"fewer_{s}" / PER_IMAGE_FILE), counts)["AP"]
+        - bootstrap_ap(PerImageResults.load(tmp_path / f"baseline_{s}" / PER_IMAGE_FILE), counts)[
+            "AP"
+        ]
+        for s in range(3)
+    ]
+    assert comparison.noise == evaluation_noise(pair_deltas)
+    assert comparison.noise.high < 0
+    line = next(
+        line for line in report.markdown.splitlines() if line.startswith("| `fewer` | `baseline`")
+    )
+    assert f"± {100 * comparison.noise.std:.2f} [" in line
+    assert float(read_csv(report.paths[1])[1]["eval_std"]) == pytest.approx(comparison.noise.std)
+
+
+def test_a_corrupt_per_image_file_leaves_the_pair_without_evaluation_noise(tmp_path: Path):
+    stats, results = fixture_results()
+    for experiment in ("baseline", "same"):
+        folder = tmp_path / experiment
+        results.save(folder / PER_IMAGE_FILE)
+        write_results(
+            folder,
+            {"experiment": experiment, "overrides": [], "choices": {"seed": 0}, "metrics": stats},
+        )
+    (tmp_path / "same" / PER_IMAGE_FILE).write_bytes(b"PK\x03\x04 truncated")
+
+    report = write_report([tmp_path], resamples=10)
+
+    (comparison,) = report.comparisons
+    assert comparison.noise is None
+    assert comparison.noise_note.startswith(f"unreadable {tmp_path / 'same' / PER_IMAGE_FILE}")

@@ -10,6 +10,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from yolor_lightning.config import compose_config
 from yolor_lightning.data.datamodule import CocoDataModule, ShapesDataModule
 from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, ensure_shapes
 
@@ -20,8 +21,8 @@ REQUIRED |= {"skip_bad", "augment", "identity_key"}
 
 
 def _config(name: str, **overrides):
-    config = OmegaConf.load(CONF / f"{name}.yaml")
-    return OmegaConf.merge(config, overrides)
+    """The data group as Hydra composes it (its schema included), with ``overrides``."""
+    return OmegaConf.merge(compose_config([f"data={name}"]).data, overrides)
 
 
 @pytest.fixture(scope="module")

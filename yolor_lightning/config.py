@@ -2,21 +2,25 @@
 with a message that names the config key and what it allows.
 
 Types and choices are enforced by structured configs (registered in Hydra's ConfigStore and
-pulled into the YAML files through their defaults lists); numeric ranges, which OmegaConf cannot
-express, are checked by :func:`check_values`.
+pulled into the YAML files through their defaults lists): ``data.batch_size=8.5`` is refused,
+``data.skip_bad=no`` is false. Numeric ranges, which OmegaConf cannot express, keys that must
+agree, and finiteness (no ``inf`` / ``nan`` anywhere in the config) are checked by
+:func:`check_values`, before anything runs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from yolor_lightning.data.shapes import ShapesConfig
+from yolor_lightning.data.transforms import Augment
 from yolor_lightning.implicit import COEFFICIENTS, OPERATORS, PRIORS
 from yolor_lightning.models import MODEL_SIZES, TASKS
 from yolor_lightning.models.sites import SITE_OPERATORS, site_problem
@@ -65,6 +69,42 @@ class YOLOv4CSPSchema:
     tasks: list[str] = MISSING
     embedding_dim: int = 128
     implicit: ImplicitSchema = field(default_factory=ImplicitSchema)
+
+
+def _schema_of(frozen: type) -> type:
+    """A structured-config schema with the fields (names, types, defaults) of the frozen
+    dataclass ``frozen``: one definition for the code and the config (OmegaConf makes a frozen
+    dataclass read-only, so it cannot be the schema itself)."""
+    hints = get_type_hints(frozen)
+    return make_dataclass(
+        f"{frozen.__name__}Schema",
+        [(f.name, hints[f.name], field(default=f.default)) for f in fields(frozen)],
+    )
+
+
+AugmentSchema = _schema_of(Augment)
+ShapesSchema = _schema_of(ShapesConfig)
+
+
+@dataclass
+class DataSchema:
+    """A DataModule's settings (``conf/data/*.yaml``)."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    root: str | None = None
+    num_classes: int = MISSING
+    image_size: int = 256
+    batch_size: int = 32
+    num_workers: int = 2
+    skip_bad: bool = False
+    identity_key: str | None = "track_id"
+    augment: AugmentSchema = field(default_factory=AugmentSchema)  # type: ignore[valid-type]
+
+
+@dataclass
+class ShapesDataSchema(DataSchema):
+    shapes: ShapesSchema = field(default_factory=ShapesSchema)  # type: ignore[valid-type]
 
 
 @dataclass
@@ -147,6 +187,8 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(group="model", name="yolov4_csp_schema", node=YOLOv4CSPSchema)
     store.store(group="task", name="task_schema", node=TaskSchema)
+    store.store(group="data", name="data_schema", node=DataSchema)
+    store.store(group="data", name="shapes_data_schema", node=ShapesDataSchema)
 
 
 def _positive(value: float) -> bool:
@@ -171,6 +213,18 @@ def _below_one(value: float) -> bool:
 
 def _multiple_of_32(value: int) -> bool:
     return value > 0 and value % 32 == 0
+
+
+def _positive_integer(value: float) -> bool:
+    return value == int(value) and value > 0
+
+
+def _batch_limit(value: float) -> bool:
+    """Lightning's ``limit_*_batches``: a fraction of the batches, or a number of them."""
+    return 0 < value <= 1 or (isinstance(value, int) and value >= 1)
+
+
+_LIMIT = "a fraction in (0, 1] or a number of batches >= 1"
 
 
 _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
@@ -198,7 +252,21 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.emb.margin": (_positive, "> 0"),
     **{f"task.weighting.weights.{t}": (_non_negative, ">= 0") for t in TASKS},
     "model.embedding_dim": (_positive, "> 0"),
-    "trainer.max_epochs": (_positive, "> 0"),
+    "seed": (lambda v: v == int(v) and 0 <= v <= 2**32 - 1, "an integer in [0, 2**32 - 1]"),
+    "data.num_workers": (_non_negative, ">= 0"),
+    "data.augment.mosaic": (_fraction, "in [0, 1] (a probability)"),
+    "data.augment.flip_lr": (_fraction, "in [0, 1] (a probability)"),
+    "data.augment.hsv_h": (lambda v: 0 <= v <= 0.5, "in [0, 0.5] (of the hue circle)"),
+    "data.augment.hsv_s": (_fraction, "in [0, 1] (a relative change)"),
+    "data.augment.hsv_v": (_fraction, "in [0, 1] (a relative change)"),
+    **{f"data.shapes.{key}": (_positive, "> 0") for key in ("num_train", "num_val", "image_size")},
+    "trainer.max_epochs": (_positive_integer, "an integer > 0"),
+    "trainer.check_val_every_n_epoch": (_positive_integer, "an integer > 0"),
+    "trainer.limit_train_batches": (_batch_limit, _LIMIT),
+    "trainer.limit_val_batches": (
+        _batch_limit,
+        f"{_LIMIT}: validation picks the best checkpoint and gives the results",
+    ),
     "callbacks.ema.decay": (_below_one, "in [0, 1)"),
     "callbacks.ema.ramp_steps": (_positive, "> 0"),
     **{
@@ -218,12 +286,15 @@ _PRIOR_OPTIONS = {"latent_dim": ("nn", None), "bases": ("mf", None), "coefficien
 
 def check_values(cfg: DictConfig) -> None:
     """Raise :class:`ConfigValueError` naming the first key whose value is out of range."""
+    _check_finite(OmegaConf.to_container(cfg, resolve=False), "")
     for key, (is_valid, allowed) in _RULES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            raise ConfigValueError(f"config key {key}={value!r} must be a number {allowed}")
+            raise ConfigValueError(
+                f"config key {key}={value!r} is invalid: must be a number, {allowed}"
+            )
         if not is_valid(value):
             raise ConfigValueError(f"config key {key}={value!r} is invalid: must be {allowed}")
     weights = OmegaConf.select(cfg, "task.loss.level_weights", default=None)
@@ -234,6 +305,30 @@ def check_values(cfg: DictConfig) -> None:
         )
     _check_tasks(cfg)
     _check_implicit_sites(cfg)
+    _check_validation_runs(cfg)
+
+
+def _check_finite(node: object, key: str) -> None:
+    """No ``inf`` or ``nan`` anywhere (a learning rate of ``inf`` trains nothing but NaNs)."""
+    if isinstance(node, dict):
+        for child, value in node.items():
+            _check_finite(value, f"{key}.{child}" if key else str(child))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_finite(value, f"{key}[{index}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigValueError(f"config key {key}={node} is invalid: must be a finite number")
+
+
+def _check_validation_runs(cfg: DictConfig) -> None:
+    """Validation runs at least once: it picks the best checkpoint and gives the results."""
+    every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch", default=None)
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    if every is not None and epochs is not None and every > epochs:
+        raise ConfigValueError(
+            f"config key trainer.check_val_every_n_epoch={every} is invalid: must be <= "
+            f"trainer.max_epochs={epochs}, or no validation picks the best checkpoint"
+        )
 
 
 def _name(value: object) -> object:
@@ -255,6 +350,13 @@ def _check_tasks(cfg: DictConfig) -> None:
         raise ConfigValueError(
             f"config key task.targets={list(targets)} is invalid: emb reads its embeddings at "
             "the cells the detection head assigns, so it needs det (task=jde)"
+        )
+    tasks = OmegaConf.select(cfg, "model.tasks", default=None)
+    if tasks is not None and list(tasks) != list(targets):
+        raise ConfigValueError(
+            f"config key model.tasks={list(tasks)} is invalid: it must equal task.targets="
+            f"{list(targets)} (the heads are the targets; set task=det|cls|jdc|jde or "
+            "task.targets, and model.tasks follows)"
         )
 
 

@@ -8,7 +8,11 @@ a job that comes back there (requeued, resumed) continues the same W&B run.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,19 +23,53 @@ import wandb
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig
 
+log = logging.getLogger(__name__)
+
 RUN_ID_FILE = Path("wandb") / "run-id"
+# How long an online run waits to hear from the W&B server before it logs offline instead (W&B
+# itself would retry for about 100 s, then fail the run).
+WANDB_PROBE_SECONDS = 5.0
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
 
 
 def wandb_mode(configured: str | None) -> str:
-    """``logger.wandb.mode`` if set, else ``WANDB_MODE``, else online only with an API key.
+    """``logger.wandb.mode`` if set, else ``WANDB_MODE``, else online only with an API key;
+    ``offline``, with one warning, when an online run's server does not answer in
+    :data:`WANDB_PROBE_SECONDS`.
 
     Offline is the default so that a run never waits on a network it cannot reach.
     """
-    if configured:
-        return configured
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    mode = configured or os.environ.get("WANDB_MODE")
+    mode = mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    url = os.environ.get("WANDB_BASE_URL") or WANDB_DEFAULT_URL
+    if mode == "online" and not server_answers(url, WANDB_PROBE_SECONDS):
+        log.warning(
+            "W&B server %s did not answer within %.0f s: logging this run offline instead "
+            "(upload it later with `wandb sync <run folder>/wandb/offline-run-*`)",
+            url,
+            WANDB_PROBE_SECONDS,
+        )
+        return "offline"
+    return mode
+
+
+def server_answers(url: str, timeout: float) -> bool:
+    """Whether ``url`` answers an HTTP request (any status) within ``timeout`` seconds, name
+    lookup included (run in a thread: ``urlopen``'s timeout does not bound DNS); proxies as
+    ``urllib`` reads them from the environment."""
+    answered = threading.Event()
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(url, timeout=timeout).close()
+        except urllib.error.HTTPError:  # an error status is an answer
+            pass
+        except (OSError, ValueError):
+            return
+        answered.set()
+
+    threading.Thread(target=probe, daemon=True).start()
+    return answered.wait(timeout)
 
 
 def run_tags(task: str, sites: Mapping[str, Mapping[str, str]]) -> list[str]:

@@ -33,14 +33,20 @@ WANDB_DEFAULT_URL = "https://api.wandb.ai"
 
 
 def wandb_mode(configured: str | None) -> str:
-    """``logger.wandb.mode`` if set, else ``WANDB_MODE``, else online only with an API key;
-    ``offline``, with one warning, when an online run's server does not answer in
-    :data:`WANDB_PROBE_SECONDS`.
+    """``logger.wandb.mode`` if set, else ``WANDB_MODE``, else online only with an API key.
 
     Offline is the default so that a run never waits on a network it cannot reach.
     """
-    mode = configured or os.environ.get("WANDB_MODE")
-    mode = mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    if configured:
+        return configured
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def offline_unless_reachable(mode: str) -> str:
+    """``mode``, but ``offline``, with one warning, when it is ``online`` and the W&B server
+    does not answer within :data:`WANDB_PROBE_SECONDS`."""
     url = os.environ.get("WANDB_BASE_URL") or WANDB_DEFAULT_URL
     if mode == "online" and not server_answers(url, WANDB_PROBE_SECONDS):
         log.warning(
@@ -132,7 +138,7 @@ def build_loggers(
                 tags=list(dict.fromkeys([*settings.tags, *tags])),
                 job_type=job_type,
                 save_dir=str(output_dir),
-                mode=wandb_mode(settings.mode),
+                mode=offline_unless_reachable(wandb_mode(settings.mode)),
                 id=wandb_run_id(output_dir),
                 config=config,
             )

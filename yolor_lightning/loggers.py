@@ -8,6 +8,7 @@ a job that comes back there (requeued, resumed) continues the same W&B run.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import threading
@@ -21,6 +22,8 @@ from typing import Any
 
 import wandb
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,28 @@ def wandb_run_id(output_dir: Path) -> str:
     return path.read_text().strip()
 
 
+class AppendingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, appending to an existing ``metrics.csv`` (its columns carried
+    over) where Lightning's deletes it: a resumed run continues its history."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class HistoryCSVLogger(CSVLogger):
+    """A ``CSVLogger`` whose ``metrics.csv`` keeps the rows of earlier attempts of the run."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def build_loggers(
     settings: DictConfig,
     output_dir: Path,
@@ -126,7 +151,12 @@ def build_loggers(
     """CSV and W&B loggers as ``settings`` (``cfg.logger``) asks; ``job_type``: train or eval."""
     loggers: list[Logger] = []
     if settings.csv:
-        loggers.append(CSVLogger(save_dir=output_dir, name="csv", version=""))
+        # every row on disk as it is logged: a killed run loses none of its history
+        loggers.append(
+            HistoryCSVLogger(
+                save_dir=output_dir, name="csv", version="", flush_logs_every_n_steps=1
+            )
+        )
     if settings.wandb is not None:
         settings = settings.wandb
         loggers.append(

@@ -14,10 +14,12 @@ RESULTS_FILE = "results.json"
 
 
 def write_results(output_dir: Path, results: dict[str, Any]) -> Path:
-    """Write ``results.json`` atomically (temporary file, then rename)."""
+    """Write ``results.json`` atomically (temporary file, then rename), as strict JSON: a NaN
+    or an infinity raises ``ValueError`` instead of being written as a bare ``NaN``."""
     path = Path(output_dir) / RESULTS_FILE
+    text = json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n"
     with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        temporary.write_text(text)
     return path
 
 

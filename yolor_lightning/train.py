@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from yolor_lightning.analysis.complexity import model_cost
 from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA
 from yolor_lightning.cluster import cluster_environment, distributed_job, resume_from
 from yolor_lightning.config import check_values, plain, register_schemas
+from yolor_lightning.environment import numerics_environment
 from yolor_lightning.loggers import (
     build_loggers,
     finish_wandb,
@@ -34,6 +36,8 @@ from yolor_lightning.loggers import (
     run_tags,
 )
 from yolor_lightning.results import implicit_choices, write_results
+from yolor_lightning.run_folder import claim_run_folder, global_rank
+from yolor_lightning.tasks.finite import NonFiniteError
 from yolor_lightning.tasks.per_image import PER_IMAGE_FILE
 from yolor_lightning.tasks.unified import UnifiedModule
 
@@ -166,27 +170,12 @@ def run_loggers(cfg: DictConfig, output_dir: Path, job_type: str) -> list[Logger
     )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train and evaluate as configured; return (and write) the contents of results.json."""
-    check_values(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.output_dir)
-    overrides = run_overrides()
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule)
-    callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir)
-    loggers = run_loggers(cfg, output_dir, job_type="train")
-    trainer = build_trainer(cfg, output_dir, loggers, callbacks)
-    started = time.perf_counter()
-    resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    fit_seconds = time.perf_counter() - started
-    best = checkpoint.best_model_path or None
-    (final,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-
-    results = {
+def run_record(cfg: DictConfig) -> dict[str, Any]:
+    """What results.json says of every run, finished or failed: its configuration and the
+    environment that decides its numerics."""
+    return {
         "experiment": cfg.experiment_name,
-        "overrides": overrides,
+        "overrides": run_overrides(),
         "choices": {
             "model": cfg.model.name,
             "size": str(cfg.model.size.name),
@@ -195,7 +184,53 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "seed": cfg.seed,
             **implicit_choices(plain(cfg.model.implicit)),
         },
-        "metrics": {key.removeprefix("val/"): float(value) for key, value in final.items()},
+        "environment": numerics_environment(cfg.data.num_workers),
+        "config": plain(cfg),
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and evaluate as configured; return (and write) the contents of results.json.
+
+    The run first claims its folder (:mod:`yolor_lightning.run_folder`). A run that fails after
+    that writes results.json with ``status: failed`` and the reason, then raises.
+    """
+    check_values(cfg)
+    output_dir = Path(cfg.output_dir)
+    resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))
+    if global_rank() == 0:
+        claim_run_folder(output_dir, resuming=resume is not None)
+    try:
+        return train_and_evaluate(cfg, output_dir, resume)
+    except Exception as error:
+        if global_rank() == 0:
+            failure = f"{type(error).__name__}: {error}"
+            write_results(output_dir, {**run_record(cfg), "status": "failed", "failure": failure})
+        raise
+
+
+def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) -> dict[str, Any]:
+    """:func:`train` in its claimed folder, from the checkpoint ``resume`` when given."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir)
+    loggers = run_loggers(cfg, output_dir, job_type="train")
+    trainer = build_trainer(cfg, output_dir, loggers, callbacks)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    fit_seconds = time.perf_counter() - started
+    best = checkpoint.best_model_path or None
+    (final,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+
+    metrics = {key.removeprefix("val/"): float(value) for key, value in final.items()}
+    unmeasured = [name for name, value in metrics.items() if not math.isfinite(value)]
+    if unmeasured:
+        raise NonFiniteError(f"the final validation measured no finite {', '.join(unmeasured)}")
+    results = {
+        **run_record(cfg),
+        "status": "finished",
+        "metrics": metrics,
         "model": {
             **model_cost(module.network, cfg.data.image_size),
             "image_size": cfg.data.image_size,
@@ -205,7 +240,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "steps": trainer.global_step,
         "fit_seconds": round(fit_seconds, 1),
         "best_checkpoint": best,
-        "config": plain(cfg),
     }
     if any(datamodule.num_skipped.values()):
         log.warning("data.skip_bad skipped (split: {reason: count}): %s", datamodule.skipped)

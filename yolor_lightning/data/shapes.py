@@ -20,13 +20,14 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from yolor_lightning.atomic import remove_stale_temporaries, temporary_sibling
 
 CATEGORIES = ("circle", "square", "triangle", "star", "hexagon", "cross", "ring", "arrow")
 TEXTURES = ("solid", "stripes", "speckle", "gradient")
@@ -83,7 +84,8 @@ def ensure_shapes(root: str | Path, config: ShapesConfig, workers: int | None = 
 
     Generation writes into a temporary sibling folder renamed into place at the end, so the
     final name only ever denotes a complete dataset. Concurrent callers (DDP ranks) may both
-    generate; the loser of the rename drops its copy and uses the winner's. ``workers``
+    generate; the loser of the rename drops its copy and uses the winner's. What a killed
+    generation left behind is removed first. ``workers``
     processes draw the images (default: the CPU count, at most 8); the output does not depend on it.
     """
     workers = workers or min(os.cpu_count() or 1, 8)
@@ -91,7 +93,9 @@ def ensure_shapes(root: str | Path, config: ShapesConfig, workers: int | None = 
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temporaries(final.parent)
+    tmp = temporary_sibling(final)
+    tmp.mkdir()
     try:
         _generate(tmp, config, workers)
         os.rename(tmp, final)

@@ -23,6 +23,7 @@ from yolor_lightning.tasks.embedding import (
     object_embeddings,
 )
 from yolor_lightning.tasks.evaluation import CocoEvaluator
+from yolor_lightning.tasks.finite import NonFiniteError, non_finite
 from yolor_lightning.tasks.loss import YoloLoss
 from yolor_lightning.tasks.postprocess import non_max_suppression
 from yolor_lightning.tasks.schedule import WarmupCosineSchedule
@@ -200,8 +201,9 @@ class UnifiedModule(L.LightningModule):
         if penalty is not None:  # batch-scaled like the task losses
             total = total + batch_size * self.sparsity_gain * penalty
             parts["sparsity"] = self.sparsity_gain * penalty.detach()
-        self.log("train/loss", total / batch_size, prog_bar=True, batch_size=batch_size)
         logged = parts | {f"{task}_loss": loss.detach() for task, loss in losses.items()}
+        self._stop_unless_finite(total, logged, batch_idx)
+        self.log("train/loss", total / batch_size, prog_bar=True, batch_size=batch_size)
         if len(self.tasks) > 1:
             logged |= {f"weight_{task}": w for task, w in self.weighting.factors().items()}
         self.log_dict(
@@ -217,6 +219,36 @@ class UnifiedModule(L.LightningModule):
                 batch_size=batch_size,
             )
         return total
+
+    def _stop_unless_finite(
+        self, total: Tensor, terms: Mapping[str, Tensor], batch_idx: int
+    ) -> None:
+        """Raise :class:`NonFiniteError` before the backward pass of a non-finite loss (on every
+        rank when any rank has one), naming the step and the terms that are not finite."""
+        finite = bool(torch.isfinite(total))
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return
+        if finite:
+            detail = "on another rank"
+        else:
+            bad = ", ".join(non_finite(terms)) or "none: their weighted sum overflowed"
+            detail = f"{total.item()}; non-finite terms: {bad}"
+        raise NonFiniteError(
+            f"the training loss is not finite at step {self.global_step} (epoch "
+            f"{self.current_epoch}, batch {batch_idx}): {detail}. The run stops before this "
+            "step's update and saves no checkpoint of it; lower task.optimizer.lr or the loss "
+            "gains (task.loss.*)"
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to save non-finite weights (the checkpoint's ``state_dict``: the EMA weights
+        where EMA is on)."""
+        bad = non_finite(checkpoint["state_dict"])
+        if bad:
+            raise NonFiniteError(
+                f"{len(bad)} tensors of the weights to save at step {self.global_step} are not "
+                f"finite (e.g. {', '.join(bad[:3])}): the run stops without saving them"
+            )
 
     def on_fit_start(self) -> None:
         """Log what the dataset validation skipped (``data.skip_bad``), once per split."""
@@ -248,6 +280,7 @@ class UnifiedModule(L.LightningModule):
             conf_threshold=settings["conf_threshold"],
             iou_threshold=settings["iou_threshold"],
             max_detections=settings["max_detections"],
+            max_candidates=settings["max_candidates"],
         )
         for detection, image in zip(detections, meta, strict=True):
             detection["boxes"] = letterbox_to_original(

@@ -1,0 +1,41 @@
+"""What decides a run's numerics beyond its config: results.json records it.
+
+With the same seed, config, versions and this environment, two runs are bit-identical (the
+README says what is reproducible and what only statistically). A different thread count, CPU
+instruction set, torch version or device changes the order of floating-point operations, so
+the runs agree only statistically.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``), else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def numerics_environment(data_workers: int) -> dict[str, Any]:
+    """Versions, threads and hardware of this process, and its DataLoader worker count."""
+    cuda = torch.cuda.is_available()
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "data_workers": data_workers,
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "cuda": torch.version.cuda if cuda else None,
+    }

@@ -141,6 +141,7 @@ class EvaluationSchema:
     conf_threshold: float = 0.001
     iou_threshold: float = 0.65
     max_detections: int = 300
+    max_candidates: int = 30000
 
 
 @dataclass
@@ -248,6 +249,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.evaluation.conf_threshold": (_fraction, "in [0, 1]"),
     "task.evaluation.iou_threshold": (_open_fraction, "in (0, 1]"),
     "task.evaluation.max_detections": (_positive, "> 0"),
+    "task.evaluation.max_candidates": (_positive, "> 0"),
     "task.cls.label_smoothing": (_below_one, "in [0, 1)"),
     "task.emb.margin": (_positive, "> 0"),
     **{f"task.weighting.weights.{t}": (_non_negative, ">= 0") for t in TASKS},

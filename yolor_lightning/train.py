@@ -10,7 +10,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning import LightningDataModule
@@ -28,7 +27,7 @@ from yolor_lightning.analysis.complexity import model_cost
 from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA
 from yolor_lightning.cluster import cluster_environment, distributed_job, resume_from
 from yolor_lightning.config import check_values, plain, register_schemas
-from yolor_lightning.environment import numerics_environment
+from yolor_lightning.environment import automatic_precision, numerics_environment
 from yolor_lightning.loggers import (
     build_loggers,
     finish_wandb,
@@ -123,7 +122,7 @@ def trainer_arguments(settings: DictConfig) -> dict[str, Any]:
     """``cfg.trainer`` as Trainer keyword arguments, with ``precision: auto`` resolved."""
     arguments = plain(settings)
     if arguments["precision"] == "auto":
-        arguments["precision"] = "16-mixed" if torch.cuda.is_available() else "32-true"
+        arguments["precision"] = automatic_precision()
     return arguments
 
 
@@ -238,6 +237,7 @@ def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) ->
         "data": {"skipped": datamodule.skipped},
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        "precision": trainer.precision,
         "fit_seconds": round(fit_seconds, 1),
         "best_checkpoint": best,
     }

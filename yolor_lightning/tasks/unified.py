@@ -54,6 +54,15 @@ def split_decay_groups(network: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
+def to_float32(outputs: Any) -> Any:
+    """``outputs`` (a tensor, or lists / dicts of them) with every tensor in float32."""
+    if isinstance(outputs, Tensor):
+        return outputs.float()
+    if isinstance(outputs, Mapping):
+        return {key: to_float32(value) for key, value in outputs.items()}
+    return [to_float32(value) for value in outputs]
+
+
 class UnifiedModule(L.LightningModule):
     """Trains the unified network on its tasks (`model["tasks"]`: det, cls, emb) from batches of
     the COCO-format DataModule, and validates each task.
@@ -148,7 +157,17 @@ class UnifiedModule(L.LightningModule):
         self, outputs: Mapping[str, Any], batch: Mapping[str, Any]
     ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor | None]:
         """Per-task losses (per-image means), their parts for logging, and the validation
-        objects' embeddings (emb only) with their identities."""
+        objects' embeddings (emb only) with their identities.
+
+        Always in float32: under mixed precision (``trainer.precision=bf16-mixed`` / ``16-mixed``)
+        only the network runs in 16 bits; its outputs are cast up and autocast is off here.
+        """
+        with torch.autocast(self.device.type, enabled=False):
+            return self._float32_task_losses(to_float32(outputs), batch)
+
+    def _float32_task_losses(
+        self, outputs: Mapping[str, Any], batch: Mapping[str, Any]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor | None]:
         losses: dict[str, Tensor] = {}
         parts: dict[str, Tensor] = {}
         targets = batch["targets"]
@@ -226,7 +245,8 @@ class UnifiedModule(L.LightningModule):
         """Raise :class:`NonFiniteError` before the backward pass of a non-finite loss (on every
         rank when any rank has one), naming the step and the terms that are not finite."""
         finite = bool(torch.isfinite(total))
-        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if strategy.reduce_boolean_decision(finite, all=True) if strategy else finite:
             return
         if finite:
             detail = "on another rank"

@@ -1,0 +1,115 @@
+"""Seed-to-seed spread of the default recipe and of candidate budgets (issue: ablations that tell
+an effect from noise).
+
+    python benchmarks/seed_variance.py CANDIDATE [CANDIDATE ...] [--seeds 0 1 2 3 4 5]
+        [--parallel 2] [--out DIR] [--source CHECKOUT]
+
+Runs every seed of each candidate recipe as a real training run (``python -m yolor_lightning``,
+two processes side by side with one torch thread each: the fastest use of a 2-core machine),
+then summarises each candidate: per seed the final AP / AP50 (best checkpoint, re-validated), the
+last epoch's AP (the final EMA weights, no best-of-epochs pick) and the validation AP after
+every epoch; over seeds the mean and sample standard deviation. Results are merged into
+``benchmarks/results/seed_variance.json``. ``--source`` runs the training code of another
+checkout (e.g. a ``git worktree`` of the commit under study, so that edits made meanwhile do not
+change a study half-way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "seed_variance.json"
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+
+CANDIDATES: dict[str, list[str]] = {
+    # today's default recipe (shapes_cpu: 256 px, fp32, 6 epochs, lr 0.04), one loader worker
+    # per process so that two runs side by side do not oversubscribe the two cores
+    "today": ["trainer.precision=32-true", "data.num_workers=1"],
+}
+
+
+def run_seed(candidate: str, seed: int, out: Path, source: Path) -> dict:
+    folder = out / candidate / f"seed{seed}"
+    if not (folder / "results.json").is_file():
+        command = [
+            sys.executable, "-m", "yolor_lightning", *CANDIDATES[candidate], f"seed={seed}",
+            f"hydra.run.dir={folder}", "callbacks.progress_bar=null",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        finished = subprocess.run(
+            command, cwd=source, env=os.environ | ONE_THREAD, capture_output=True, text=True
+        )
+        if finished.returncode != 0:
+            return {"seed": seed, "failed": finished.stderr[-2000:]}
+        (folder / "wall_seconds").write_text(f"{time.perf_counter() - started:.1f}\n")
+    return summarise_seed(folder, seed)
+
+
+def summarise_seed(folder: Path, seed: int) -> dict:
+    results = json.loads((folder / "results.json").read_text())
+    with open(folder / "csv" / "metrics.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/AP") and row.get("epoch")]
+    by_epoch = {int(row["epoch"]): float(row["val/AP"]) for row in rows}
+    wall = folder / "wall_seconds"
+    return {
+        "seed": seed,
+        "AP": results["metrics"]["AP"],
+        "AP50": results["metrics"]["AP50"],
+        "last_epoch_AP": by_epoch[max(by_epoch)],
+        "AP_per_epoch": [round(by_epoch[epoch], 4) for epoch in sorted(by_epoch)],
+        "fit_seconds": results["fit_seconds"],
+        "wall_seconds": float(wall.read_text()) if wall.is_file() else None,
+    }
+
+
+def spread(values: list[float]) -> dict:
+    return {
+        "mean": round(100 * statistics.fmean(values), 2),
+        "std": round(100 * statistics.stdev(values), 2) if len(values) > 1 else None,
+        "min": round(100 * min(values), 2),
+        "max": round(100 * max(values), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("candidates", nargs="+", choices=sorted(CANDIDATES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(6)))
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("seed_variance_runs"))
+    parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[1])
+    args = parser.parse_args()
+    recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for candidate in args.candidates:
+        with ThreadPoolExecutor(args.parallel) as pool:
+            seeds = list(
+                pool.map(
+                    lambda s, c=candidate: run_seed(c, s, args.out.resolve(), args.source),
+                    args.seeds,
+                )
+            )
+        finished = [s for s in seeds if "failed" not in s]
+        recorded[candidate] = {
+            "overrides": CANDIDATES[candidate],
+            "seeds": seeds,
+            "AP (best checkpoint, points)": spread([s["AP"] for s in finished]),
+            "AP of the last epoch (points)": spread([s["last_epoch_AP"] for s in finished]),
+            "AP50 (best checkpoint, points)": spread([s["AP50"] for s in finished]),
+        }
+        print(json.dumps({k: v for k, v in recorded[candidate].items() if k != "seeds"}))
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(recorded, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

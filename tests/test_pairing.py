@@ -3,14 +3,17 @@ weights and see the same batches, whatever the number of DataLoader workers."""
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
+from yolor_lightning.checkpoints import load_checkpoint
 from yolor_lightning.config import compose_config
 from yolor_lightning.data.sampling import SeededSampler
 from yolor_lightning.models.initialization import init_keys, initialize
 from yolor_lightning.seeding import stream_seed
-from yolor_lightning.train import build_datamodule, build_module
+from yolor_lightning.train import build_datamodule, build_module, train
 
 PAIRED_EXPERIMENTS = ("ifa_add", "ifa_cat", "ipr_mul", "jdc")
 SMALL_DATA = [
@@ -140,3 +143,20 @@ def test_ranks_share_one_order_and_one_augmentation_seed_per_position():
     interleaved = [ranks[p % 3][p // 3] for p in range(12)]
     assert interleaved[:10] == keys
     assert [index for index, _ in interleaved[10:]] == [index for index, _ in keys[:2]]
+
+
+@pytest.mark.slow
+def test_two_runs_with_one_seed_log_bit_identical_losses_and_end_with_identical_weights(tmp_path):
+    overrides = [*SMALL_DATA, "data.num_workers=0", "trainer.max_epochs=2"]
+    overrides += ["trainer.log_every_n_steps=1", "callbacks.progress_bar=null"]
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for folder in runs:
+        train(compose_config([*overrides, f"output_dir={folder}"]))
+    losses = []
+    for folder in runs:
+        with open(folder / "csv" / "metrics.csv", newline="") as file:
+            losses.append([row["train/loss"] for row in csv.DictReader(file)])
+    assert len([loss for loss in losses[0] if loss]) == 8  # 2 epochs of 4 steps
+    assert losses[0] == losses[1]
+    first, second = (load_checkpoint(f / "checkpoints" / "last.ckpt")["state_dict"] for f in runs)
+    assert all(torch.equal(first[name], second[name]) for name in first)

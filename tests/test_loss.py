@@ -148,3 +148,17 @@ def test_loss_backpropagates_into_the_network() -> None:
     gradient = model.heads["det"].predictors[0].weight.grad
     assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
     assert math.isfinite(total.item())
+
+
+def test_box_collapsed_below_float_resolution_gives_a_finite_loss() -> None:
+    """w and h logits of -20 at the assigned cells: the box is a point at the target's centre
+    (torchvision's CIoU gave atan(0 / 0) = NaN there, a NaN val/loss at epoch 0). 1 - CIoU is
+    then 1 - IoU (0) + centre distance (0) + alpha v, v = 4/pi^2 (atan(30/30) - 0)^2 = 1/4 and
+    alpha = v / (1 + v) = 1/5: 1.05 per match, on the two levels with matches."""
+    raw = perfect_raw()
+    levels = assign_targets(BOX_TARGETS, ANCHORS, STRIDES, GRID_SHAPES)
+    for pred, level in zip(raw, levels, strict=True):
+        pred[level.image, level.anchor, level.gy, level.gx, 2:4] = -20.0
+    total, parts = make_loss(**DEFAULT_GAINS)(raw, BOX_TARGETS)
+    assert torch.isfinite(total)
+    assert parts["box"].item() == pytest.approx(0.05 * 2 * 1.05, rel=1e-5)

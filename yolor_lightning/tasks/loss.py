@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, complete_box_iou_loss
 
+from yolor_lightning.tasks.box_iou import complete_iou
 from yolor_lightning.tasks.targets import LevelTargets, assign_targets
 
 
@@ -112,11 +112,7 @@ class YoloLoss(nn.Module):
         """`1 - CIoU` of the decoded predictions (grid units, relative to their cell)."""
         prob = matched[:, :4].sigmoid()
         predicted = torch.cat((prob[:, :2] * 2 - 0.5, (prob[:, 2:4] * 2) ** 2 * level.anchors), 1)
-        return complete_box_iou_loss(
-            box_convert(predicted, "cxcywh", "xyxy"),
-            box_convert(level.boxes, "cxcywh", "xyxy"),
-            reduction="none",
-        )
+        return 1 - complete_iou(predicted, level.boxes)
 
     def _class_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         target = torch.full_like(logits, self.negative_label)

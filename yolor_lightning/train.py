@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from yolor_lightning.analysis.complexity import model_cost
 from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA
+from yolor_lightning.checkpoints import load_checkpoint
 from yolor_lightning.cluster import cluster_environment, distributed_job, resume_from
 from yolor_lightning.config import check_values, plain, register_schemas
 from yolor_lightning.environment import automatic_precision, numerics_environment
@@ -208,6 +209,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
 
 
+def best_checkpoint_metrics(
+    trainer: L.Trainer, module: UnifiedModule, datamodule: LightningDataModule, best: str | None
+) -> dict[str, float]:
+    """The validation metrics of the best checkpoint, after ``trainer.fit``.
+
+    When the best checkpoint holds the weights of the fit's last step, the fit's last validation
+    measured exactly these weights (the EMA weights the module holds after fit): its metrics
+    are returned and the module's evaluator keeps that validation's per-image results. Otherwise
+    (weights moved since, no validation in this fit, no best checkpoint) the best checkpoint is
+    validated once more on the whole validation split.
+    """
+    validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if validated and best and load_checkpoint(best)["global_step"] == trainer.global_step:
+        return validated
+    (final,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    return final
+
+
 def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) -> dict[str, Any]:
     """:func:`train` in its claimed folder, from the checkpoint ``resume`` when given."""
     L.seed_everything(cfg.seed, workers=True)
@@ -220,7 +239,7 @@ def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) ->
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     fit_seconds = time.perf_counter() - started
     best = checkpoint.best_model_path or None
-    (final,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    final = best_checkpoint_metrics(trainer, module, datamodule, best)
 
     metrics = {key.removeprefix("val/"): float(value) for key, value in final.items()}
     unmeasured = [name for name, value in metrics.items() if not math.isfinite(value)]

@@ -22,12 +22,17 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from yolor_lightning.data.shapes import ShapesConfig
 from yolor_lightning.data.transforms import Augment
 from yolor_lightning.implicit import COEFFICIENTS, OPERATORS, PRIORS
-from yolor_lightning.models import MODEL_SIZES, TASKS
+from yolor_lightning.models import BACKBONES, DETECTION_HEADS, MODEL_SIZES, NECKS, TASKS
+from yolor_lightning.models.gelan import GELAN_SIZES
 from yolor_lightning.models.sites import SITE_OPERATORS, site_problem
 from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES
 from yolor_lightning.tasks.weighting import WEIGHTINGS
 
 ModelSize = Enum("ModelSize", {name: name for name in MODEL_SIZES})
+GELANSize = Enum("GELANSize", {name: name for name in GELAN_SIZES})
+Backbone = Enum("Backbone", {name: name for name in BACKBONES.names})
+Neck = Enum("Neck", {name: name for name in NECKS.names})
+DetectionHead = Enum("DetectionHead", {name: name for name in DETECTION_HEADS.names})
 ImplicitOperator = Enum("ImplicitOperator", {name: name for name in OPERATORS})
 ImplicitPrior = Enum("ImplicitPrior", {name: name for name in PRIORS})
 Coefficients = Enum("Coefficients", {name: name for name in COEFFICIENTS})
@@ -62,13 +67,30 @@ class ImplicitSchema:
 
 
 @dataclass
-class YOLOv4CSPSchema:
-    name: str = "yolov4_csp"
-    size: ModelSize = MISSING  # type: ignore[valid-type]
+class ModelSchema:
+    """A network from named parts (`models.registry`); each model's schema types its sizes."""
+
+    name: str = MISSING
+    backbone: Backbone = MISSING  # type: ignore[valid-type]
+    neck: Neck = MISSING  # type: ignore[valid-type]
+    head: DetectionHead = DetectionHead.anchor  # type: ignore[valid-type,attr-defined]
+    size: str = MISSING
     num_classes: int = MISSING
     tasks: list[str] = MISSING
     embedding_dim: int = 128
     implicit: ImplicitSchema = field(default_factory=ImplicitSchema)
+
+
+@dataclass
+class YOLOv4CSPSchema(ModelSchema):
+    name: str = "yolov4_csp"
+    size: ModelSize = MISSING  # type: ignore[valid-type]
+
+
+@dataclass
+class GELANSchema(ModelSchema):
+    name: str = "gelan"
+    size: GELANSize = MISSING  # type: ignore[valid-type]
 
 
 def _schema_of(frozen: type) -> type:
@@ -187,6 +209,7 @@ def register_schemas() -> None:
     """Make the schemas available to the YAML defaults lists (idempotent)."""
     store = ConfigStore.instance()
     store.store(group="model", name="yolov4_csp_schema", node=YOLOv4CSPSchema)
+    store.store(group="model", name="gelan_schema", node=GELANSchema)
     store.store(group="task", name="task_schema", node=TaskSchema)
     store.store(group="data", name="data_schema", node=DataSchema)
     store.store(group="data", name="shapes_data_schema", node=ShapesDataSchema)

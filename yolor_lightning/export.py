@@ -6,7 +6,9 @@ convolution (:func:`yolor_lightning.implicit.fold`) and writes, into ``out`` (de
 
 - ``model_folded.pt``: the plain network's ``state_dict`` with the config that rebuilds it
   (:func:`load_folded`); the folded network is the baseline architecture, implicit sites gone;
-- ``model_folded.onnx``: images ``[B, 3, S, S]`` float in [0, 1] -> one output per task the
+- ``model_folded.onnx``: the folded network in its inference form (batch norms and RepConvN
+  branches fused into their convolutions, :func:`yolor_lightning.models.fusion.fuse`);
+  images ``[B, 3, S, S]`` float in [0, 1] -> one output per task the
   network has: ``predictions`` ``[B, N, 5+nc]`` (det: cx, cy, w, h in pixels, objectness and class
   probabilities, ready for NMS), ``class_probabilities`` ``[B, nc]`` (cls), and
   ``embeddings_p3``, ``embeddings_p4``, ``embeddings_p5`` ``[B, D, S/s, S/s]`` (emb: L2-normalised
@@ -26,7 +28,8 @@ from yolor_lightning.atomic import atomic_path
 from yolor_lightning.callbacks.checkpoint_io import atomic_torch_save
 from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
 from yolor_lightning.implicit import fold
-from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
+from yolor_lightning.models import UnifiedNetwork, build_network
+from yolor_lightning.models.fusion import fuse
 
 ARGUMENTS = ("ckpt", "out", "image_size")
 FOLDED_CHECKPOINT = "model_folded.pt"
@@ -37,7 +40,7 @@ class DeployedNetwork(nn.Module):
     """The network with its outputs made ready to use: decoded boxes, class probabilities,
     normalised embeddings (in the order of `output_names`)."""
 
-    def __init__(self, network: YOLOv4CSP):
+    def __init__(self, network: UnifiedNetwork):
         super().__init__()
         self.network = network
 
@@ -65,15 +68,10 @@ class DeployedNetwork(nn.Module):
         return tuple(ready)
 
 
-def load_folded(path: str | Path) -> YOLOv4CSP:
+def load_folded(path: str | Path) -> UnifiedNetwork:
     """Rebuild the plain network written by :func:`export`."""
     saved = load_checkpoint(path)
-    network = build_yolov4_csp(
-        saved["size"],
-        num_classes=saved["num_classes"],
-        tasks=saved["tasks"],
-        embedding_dim=saved["embedding_dim"],
-    )
+    network = build_network(saved)
     network.load_state_dict(saved["state_dict"])
     return network.eval()
 
@@ -96,6 +94,7 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
     weights = out_dir / FOLDED_CHECKPOINT
     atomic_torch_save(
         {
+            **{part: str(model[part]) for part in ("backbone", "neck", "head") if part in model},
             "size": str(model["size"]),
             "num_classes": int(model["num_classes"]),
             "tasks": list(folded.tasks),
@@ -106,7 +105,7 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
         weights,
     )
     onnx_path = out_dir / FOLDED_ONNX
-    _export_onnx(DeployedNetwork(folded).eval(), int(size), onnx_path)
+    _export_onnx(DeployedNetwork(fuse(folded)).eval(), int(size), onnx_path)
     return {"checkpoint": weights, "onnx": onnx_path, "image_size": int(size)}
 
 

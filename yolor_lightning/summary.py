@@ -1,9 +1,10 @@
 """``python -m yolor_lightning.summary [overrides] [--json]``: parameters and GFLOPs of a config.
 
 Takes the same overrides as training and prints the exact parameter count and the GFLOPs at the
-configured image size (``data.image_size``), in training form and with the implicit knowledge
-folded into the prediction convs (``params_folded``, ``gflops_folded``), as a table or, with
-``--json``, as JSON.
+configured image size (``data.image_size``), in training form, with the implicit knowledge
+folded into the prediction convs (``params_folded``, ``gflops_folded``) and in inference form
+(``params_fused``, ``gflops_fused``: batch norms and RepConvN branches fused too), as a table
+or, with ``--json``, as JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from yolor_lightning.analysis.complexity import model_cost
 from yolor_lightning.config import check_values, compose_config, plain
-from yolor_lightning.models import build_yolov4_csp
+from yolor_lightning.models import build_network
 from yolor_lightning.results import implicit_choices
 
 
@@ -27,18 +28,13 @@ def summarize(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg)
     model = plain(cfg.model)
     with torch.device("meta"):  # shapes are all that counting needs
-        network = build_yolov4_csp(
-            model["size"],
-            model["num_classes"],
-            model["implicit"],
-            tasks=model["tasks"],
-            embedding_dim=model["embedding_dim"],
-        )
+        network = build_network(model)
     cost = model_cost(network, cfg.data.image_size)
     return {
         "experiment": cfg.experiment_name,
         "model": model["name"],
         "size": model["size"],
+        "parts": f"{model['backbone']} + {model['neck']} + {model['head']} head",
         "num_classes": model["num_classes"],
         "tasks": "+".join(model["tasks"]),
         "image_size": cfg.data.image_size,

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from yolor_lightning.implicit import fold
+from yolor_lightning.models.fusion import fuse
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -36,12 +37,17 @@ def count_gflops(model: nn.Module, image_size: int) -> float:
 
 
 def model_cost(network: nn.Module, image_size: int) -> dict[str, int | float]:
-    """Parameters and GFLOPs of `network` as trained and once its implicit knowledge is folded
-    (`params`, `gflops`, `params_folded`, `gflops_folded`)."""
+    """Parameters and GFLOPs of `network` as trained, once its implicit knowledge is folded
+    (`params_folded`, `gflops_folded`), and in its inference form (`params_fused`,
+    `gflops_fused`: implicit knowledge folded, batch norms and RepConvN branches fused into their
+    convolutions, as YOLOv9 reports a fused model)."""
     folded = fold(network)
+    fused = fuse(folded)
     return {
         "params": count_parameters(network),
         "gflops": count_gflops(network, image_size),
         "params_folded": count_parameters(folded),
         "gflops_folded": count_gflops(folded, image_size),
+        "params_fused": count_parameters(fused),
+        "gflops_fused": count_gflops(fused, image_size),
     }

@@ -78,7 +78,10 @@ class Implicit(nn.Module):
         if self.operator == "concat":
             features = weight.shape[1] - g.shape[1]
             return weight[:, :features], bias + weight[:, features:] @ g[0]
-        rows = weight.unflatten(0, (self.groups, -1))  # [groups, out / groups, in]
+        # each group of output rows reads its own `in` values of g: one vector per group of this
+        # layer (fa*), or its slice of the channels of a grouped convolution
+        g = g.reshape(-1, weight.shape[1])  # [groups, in]
+        rows = weight.unflatten(0, (g.shape[0], -1))  # [groups, out / groups, in]
         if self.operator == "add":
             return weight, bias + (rows @ g.unsqueeze(-1)).flatten()
         return (rows * g.unsqueeze(1)).flatten(0, 1), bias
@@ -123,7 +126,8 @@ class ImplicitConv2d(nn.Module):
     output (`after`, applied in order).
 
     Only the last `before` layer may have several groups (one vector per group of output rows);
-    the convolution then runs grouped, each group of rows reading its own copy of the input.
+    the convolution then runs grouped, each group of rows reading its own copy of the input. A
+    grouped convolution (`conv.groups > 1`) takes add / mul layers of one group.
     `fold()` returns the equivalent plain `nn.Conv2d`.
     """
 
@@ -131,14 +135,18 @@ class ImplicitConv2d(nn.Module):
         self, conv: nn.Conv2d, before: Sequence[Implicit] = (), after: Sequence[Implicit] = ()
     ):
         super().__init__()
-        if conv.kernel_size != (1, 1) or conv.bias is None or conv.groups != 1:
+        if conv.kernel_size != (1, 1) or conv.bias is None:
             raise ValueError("implicit knowledge folds into a 1x1 convolution with a bias")
         if any(implicit.groups > 1 for implicit in before[:-1]):
             raise ValueError("only the implicit layer next to the convolution may be grouped")
+        if conv.groups > 1 and any(i.groups > 1 or i.operator == "concat" for i in before):
+            raise ValueError(
+                "a grouped convolution takes implicit layers of one group and no concat before it"
+            )
         self.conv = conv
         self.before = nn.ModuleList(before)
         self.after = nn.ModuleList(after)
-        self.groups = before[-1].groups if before else 1
+        self.groups = before[-1].groups if before and before[-1].groups > 1 else conv.groups
 
     def forward(self, x: Tensor) -> Tensor:
         for implicit in self.before:
@@ -156,8 +164,14 @@ class ImplicitConv2d(nn.Module):
             weight, bias = implicit.fold_before(weight, bias)
         for implicit in self.after:
             weight, bias = implicit.fold_after(weight, bias)
+        groups = self.conv.groups
         folded = nn.Conv2d(
-            weight.shape[1], weight.shape[0], 1, device=weight.device, dtype=weight.dtype
+            weight.shape[1] * groups,
+            weight.shape[0],
+            1,
+            groups=groups,
+            device=weight.device,
+            dtype=weight.dtype,
         )
         folded.weight.copy_(weight.view_as(folded.weight))
         folded.bias.copy_(bias)

@@ -1,24 +1,37 @@
-"""The unified network (plain PyTorch): blocks, backbone, neck, task heads, assembled models."""
+"""The unified network (plain PyTorch): parts registered by name (backbones, necks, detection
+heads), the task heads, and `build_network`, which assembles them from a model config.
 
-from yolor_lightning.models.head import DetectionHead
-from yolor_lightning.models.task_heads import ClassificationHead, EmbeddingHead
-from yolor_lightning.models.yolo import (
-    DEFAULT_ANCHORS,
-    MODEL_SIZES,
+Importing this package registers the built-in parts: YOLOv4-CSP's `cspdarknet53` and `csp_pan`,
+GELAN's `gelan` and `gelan_pan`, the detection heads `anchor` and `dfl`.
+"""
+
+from yolor_lightning.models import dfl_head, gelan, head, yolo  # noqa: F401 (registers the parts)
+from yolor_lightning.models.head import DEFAULT_ANCHORS, DetectionHead
+from yolor_lightning.models.network import (
     TASKS,
-    YOLOv4CSP,
-    build_yolov4_csp,
+    UnifiedNetwork,
+    build_heads,
+    build_network,
     output_tensors,
 )
+from yolor_lightning.models.registry import BACKBONES, DETECTION_HEADS, NECKS
+from yolor_lightning.models.task_heads import ClassificationHead, EmbeddingHead
+from yolor_lightning.models.yolo import MODEL_SIZES, YOLOv4CSP, build_yolov4_csp
 
 __all__ = [
+    "BACKBONES",
     "DEFAULT_ANCHORS",
+    "DETECTION_HEADS",
     "MODEL_SIZES",
+    "NECKS",
     "TASKS",
     "ClassificationHead",
     "DetectionHead",
     "EmbeddingHead",
+    "UnifiedNetwork",
     "YOLOv4CSP",
+    "build_heads",
+    "build_network",
     "build_yolov4_csp",
     "output_tensors",
 ]

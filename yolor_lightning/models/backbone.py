@@ -1,4 +1,4 @@
-"""CSPDarknet53, the backbone of YOLOv4-CSP."""
+"""CSPDarknet53, the backbone of YOLOv4-CSP, and the stem-then-stages shape it shares with GELAN."""
 
 from __future__ import annotations
 
@@ -17,7 +17,24 @@ from yolor_lightning.models.blocks import (
 CSP_STAGES = ((128, 2), (256, 8), (512, 8), (1024, 4))
 
 
-class CSPDarknet53(nn.Module):
+class StagedBackbone(nn.Module):
+    """A `stem`, then `stages` applied one after the other; `forward` returns the outputs of the
+    last `len(out_channels)` stages (finest first), the maps the neck reads."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    out_channels: tuple[int, ...]
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(images)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features[-len(self.out_channels) :]
+
+
+class CSPDarknet53(StagedBackbone):
     """Stem (3x3 conv, stride-2 conv, one residual block) then four stages of stride-2 conv + CSP.
 
     `forward` returns the features at strides 8, 16 and 32 (P3, P4, P5).
@@ -47,11 +64,3 @@ class CSPDarknet53(nn.Module):
             in_channels = out_channels
         self.stages = nn.ModuleList(stages)
         self.out_channels = tuple(scale_channels(c, width) for c, _ in CSP_STAGES[1:])
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(images)
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features[1:]

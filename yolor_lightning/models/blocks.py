@@ -17,16 +17,59 @@ BN_MOMENTUM = 0.03
 
 
 class Conv(nn.Sequential):
-    """Convolution (no bias) + batch norm + SiLU, padded to keep the size at stride 1."""
+    """Convolution (no bias) + batch norm + SiLU (or no activation: `activation=False`), padded
+    to keep the size at stride 1."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        activation: bool = True,
+    ):
         super().__init__(
             nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding=kernel_size // 2,
+                groups=groups,
+                bias=False,
             ),
             nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
-            nn.SiLU(inplace=True),
+            nn.SiLU(inplace=True) if activation else nn.Identity(),
         )
+
+    @torch.no_grad()
+    def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(W', b')` of the one biased convolution that computes conv + batch norm (eval mode):
+        `W' = W·γ/σ`, `b' = β − μ·γ/σ` with `σ = sqrt(running_var + eps)`."""
+        conv, norm = self[0], self[1]
+        scale = norm.weight / (norm.running_var + norm.eps).sqrt()
+        return conv.weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale
+
+    def fused(self) -> nn.Sequential:
+        """The inference form: one biased convolution (batch norm folded in), then the
+        activation."""
+        conv = self[0]
+        merged = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            groups=conv.groups,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        weight, bias = self.fused_weights()
+        with torch.no_grad():
+            merged.weight.copy_(weight)
+            merged.bias.copy_(bias)
+        return nn.Sequential(merged, self[2])
 
 
 class Bottleneck(nn.Module):

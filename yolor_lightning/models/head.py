@@ -11,9 +11,17 @@ import torch
 from torch import nn
 
 from yolor_lightning.implicit import ImplicitConv2d, make_implicit
+from yolor_lightning.models.registry import DETECTION_HEADS
 from yolor_lightning.models.sites import enabled_sites
 
 Anchors = Sequence[Sequence[Sequence[float]]]
+
+# COCO anchors (w, h) in pixels for strides 8, 16, 32.
+DEFAULT_ANCHORS: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((12, 16), (19, 36), (40, 28)),
+    ((36, 75), (76, 55), (72, 146)),
+    ((142, 110), (192, 243), (459, 401)),
+)
 
 
 class DetectionHead(nn.Module):
@@ -126,3 +134,14 @@ class DetectionHead(nn.Module):
                 torch.cat((xy, wh, prob[..., 4:]), dim=-1).reshape(batch, -1, pred.shape[-1])
             )
         return torch.cat(decoded, dim=1)
+
+
+@DETECTION_HEADS.register("anchor")
+def anchor_head(
+    in_channels: Sequence[int],
+    num_classes: int,
+    strides: Sequence[int],
+    implicit: Mapping[str, Mapping[str, Any]] | None = None,
+) -> DetectionHead:
+    """The anchor head with the COCO anchors (`DEFAULT_ANCHORS`, strides 8/16/32)."""
+    return DetectionHead(in_channels, num_classes, DEFAULT_ANCHORS, strides, implicit)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from yolor_lightning.data.transforms import letterbox_to_original
 from yolor_lightning.implicit import Implicit, sparsity_penalty
-from yolor_lightning.models import YOLOv4CSP, build_yolov4_csp
+from yolor_lightning.models import UnifiedNetwork, build_network
 from yolor_lightning.models.initialization import initialize
 from yolor_lightning.tasks.classification import multilabel_loss, multilabel_metrics
 from yolor_lightning.tasks.embedding import (
@@ -98,13 +98,7 @@ class UnifiedModule(L.LightningModule):
                 f"tasks={list(self.tasks)}: emb reads its embeddings at the cells the detection "
                 "head assigns to each object, so it trains with det (task=jde)"
             )
-        self.network: YOLOv4CSP = build_yolov4_csp(
-            model["size"],
-            model["num_classes"],
-            implicit=model.get("implicit"),
-            tasks=self.tasks,
-            embedding_dim=model.get("embedding_dim", 128),
-        )
+        self.network: UnifiedNetwork = build_network({**model, "tasks": self.tasks})
         if channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
         head = self.network.heads["det"] if "det" in self.tasks else None
@@ -146,7 +140,7 @@ class UnifiedModule(L.LightningModule):
         initialize(self, seed)
 
     def forward(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
-        """The network's outputs (see `YOLOv4CSP`) for uint8 or [0, 1] float images."""
+        """The network's outputs (see `UnifiedNetwork`) for uint8 or [0, 1] float images."""
         if images.dtype == torch.uint8:
             images = images.float().div_(255)
         if self.hparams.channels_last:

@@ -1,0 +1,27 @@
+"""The inference form of a network: every block that has one (`fused()`: Conv + batch norm as
+one biased convolution, RepConvN's two branches as one 3x3 convolution) replaced by it.
+
+The result computes the same function in eval mode (batch norm with its running statistics) and
+is what YOLOv9 calls the fused model; implicit knowledge is folded separately
+(`yolor_lightning.implicit.fold`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+
+def fuse(network: nn.Module) -> nn.Module:
+    """A copy of `network` with each outermost module that has `fused()` replaced by its
+    result (a RepConvN is fused as a whole, not as its two Conv branches)."""
+    fused = copy.deepcopy(network).eval()
+    targets = []
+    for name, module in fused.named_modules():
+        inside = any(name.startswith(f"{outer}.") for outer in targets)
+        if hasattr(module, "fused") and not inside:
+            targets.append(name)
+    for name in targets:
+        fused.set_submodule(name, fused.get_submodule(name).fused())
+    return fused

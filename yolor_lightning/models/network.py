@@ -1,0 +1,115 @@
+"""The unified network assembled from named parts: backbone -> neck (the shared explicit
+features) -> one head per task, and `build_network`, the one place a model config becomes a
+network (training, evaluation, summary, export, analysis, benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from yolor_lightning.models.registry import BACKBONES, DETECTION_HEADS, NECKS
+from yolor_lightning.models.sites import enabled_sites, sites_of
+from yolor_lightning.models.task_heads import ClassificationHead, EmbeddingHead
+
+TASKS: tuple[str, ...] = ("det", "cls", "emb")
+"""The tasks a network can have a head for: detection, multi-label classification, embedding."""
+
+
+class UnifiedNetwork(nn.Module):
+    """`backbone` -> `neck` -> `heads` (task -> head, all on the neck's maps).
+
+    `forward` returns `{task: output}`: `det` the detection head's raw per-level outputs
+    (`heads["det"].decode` turns them into boxes), `cls` the image's class logits `[B, nc]`,
+    `emb` per-level embedding maps `[B, embedding_dim, H/s, W/s]`. The backbone declares its
+    `out_channels` and `strides`, the neck its `out_channels` (see `models.registry`).
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, heads: Mapping[str, nn.Module]):
+        super().__init__()
+        for part, attributes in (
+            (backbone, ("out_channels", "strides")),
+            (neck, ("out_channels",)),
+        ):
+            missing = [name for name in attributes if not hasattr(part, name)]
+            if missing:
+                raise TypeError(
+                    f"{type(part).__name__} cannot be a part of the network: it does not "
+                    f"declare {', '.join(missing)}"
+                )
+        unknown = [task for task in heads if task not in TASKS]
+        if unknown or not heads:
+            raise ValueError(f"tasks={list(heads)} is invalid: a non-empty subset of {TASKS}")
+        self.backbone = backbone
+        self.neck = neck
+        self.heads = nn.ModuleDict(heads)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.heads)
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return tuple(self.backbone.strides)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        features = self.neck(self.backbone(images))
+        return {task: head(features) for task, head in self.heads.items()}
+
+
+def build_heads(
+    channels: Sequence[int],
+    strides: Sequence[int],
+    num_classes: int,
+    tasks: Sequence[str] = ("det",),
+    implicit: Mapping[str, Mapping[str, Any]] | None = None,
+    embedding_dim: int = 128,
+    detection_head: str = "anchor",
+) -> dict[str, nn.Module]:
+    """One head per task of `tasks` on neck maps of `channels` at `strides`, each with its
+    implicit-knowledge sites of `implicit` (site -> options, `models.sites`); `detection_head`
+    names the det head's part (anchor | dfl)."""
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"tasks={list(tasks)} is invalid: a non-empty subset of {TASKS}")
+    sites = enabled_sites(implicit, tasks)
+    heads: dict[str, nn.Module] = {}
+    if "det" in tasks:
+        heads["det"] = DETECTION_HEADS.build(
+            detection_head, channels, num_classes, strides, sites_of("det", sites)
+        )
+    if "cls" in tasks:
+        heads["cls"] = ClassificationHead(channels, num_classes, sites.get("task_cls"))
+    if "emb" in tasks:
+        heads["emb"] = EmbeddingHead(channels, embedding_dim, sites.get("task_emb"))
+    return heads
+
+
+def build_network(model: Mapping[str, Any]) -> UnifiedNetwork:
+    """The network of a model config (`conf/model/*.yaml`, resolved to plain values): the
+    registered `backbone` and `neck` at `size`, and a head per task of `tasks` (default det),
+    the det head being the registered `head` (default anchor), with the `implicit` sites.
+    A config without parts (a checkpoint from before parts had names) is YOLOv4-CSP's."""
+    backbone = BACKBONES.build(model.get("backbone", "cspdarknet53"), model["size"])
+    neck = NECKS.build(model.get("neck", "csp_pan"), tuple(backbone.out_channels), model["size"])
+    heads = build_heads(
+        neck.out_channels,
+        backbone.strides,
+        model["num_classes"],
+        tasks=tuple(model.get("tasks", ("det",))),
+        implicit=model.get("implicit"),
+        embedding_dim=model.get("embedding_dim", 128),
+        detection_head=model.get("head", "anchor"),
+    )
+    return UnifiedNetwork(backbone, neck, heads)
+
+
+def output_tensors(outputs: torch.Tensor | Sequence | Mapping) -> list[torch.Tensor]:
+    """The tensors of a network output (a tensor, a list of them or a dict of task outputs) in
+    order: what comparisons of two networks' outputs iterate over."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    values = outputs.values() if isinstance(outputs, Mapping) else outputs
+    return [tensor for value in values for tensor in output_tensors(value)]

@@ -1,0 +1,60 @@
+"""The parts of the unified network by name: backbones, necks and detection heads.
+
+A part's module registers a factory under a name (`@BACKBONES.register("gelan")`), a config names
+it (`model.backbone=gelan`), and `yolor_lightning.models.network.build_network` assembles the
+parts. The contracts the factories keep:
+
+- backbone `(size) -> module`: `forward(images) -> [maps]`, finest first, with the attributes
+  `out_channels` and `strides` (one entry per map, as timm's `feature_info`);
+- neck `(in_channels, size) -> module`: `forward(maps) -> [maps]` at the same strides, with the
+  attribute `out_channels`;
+- detection head `(in_channels, num_classes, strides, implicit) -> module`: `forward(maps)`
+  gives its raw outputs, `decode(raw) -> [B, N, 5 + nc]` boxes (cx, cy, w, h in pixels,
+  objectness, class probabilities), `strides`, and the implicit sites of `implicit` (folded by
+  `yolor_lightning.implicit.fold`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+Factory = TypeVar("Factory", bound=Callable[..., nn.Module])
+
+
+class Registry:
+    """Factories of one kind of part (`kind`: backbone, neck, detection head) by name."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._factories: dict[str, Callable[..., nn.Module]] = {}
+
+    def register(self, name: str) -> Callable[[Factory], Factory]:
+        """Decorator: register a factory under `name` (a name is registered once)."""
+
+        def add(factory: Factory) -> Factory:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._factories[name] = factory
+            return factory
+
+        return add
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._factories)
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> nn.Module:
+        """The part registered as `name`, built with the arguments of its contract."""
+        if name not in self._factories:
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._factories))}"
+            )
+        return self._factories[name](*args, **kwargs)
+
+
+BACKBONES = Registry("backbone")
+NECKS = Registry("neck")
+DETECTION_HEADS = Registry("detection head")

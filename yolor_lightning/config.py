@@ -23,8 +23,9 @@ from yolor_lightning.data.shapes import ShapesConfig
 from yolor_lightning.data.transforms import Augment
 from yolor_lightning.implicit import COEFFICIENTS, OPERATORS, PRIORS
 from yolor_lightning.models import BACKBONES, DETECTION_HEADS, MODEL_SIZES, NECKS, TASKS
+from yolor_lightning.models.dfl_head import DFL_SITE_OPERATORS
 from yolor_lightning.models.gelan import GELAN_SIZES
-from yolor_lightning.models.sites import SITE_OPERATORS, site_problem
+from yolor_lightning.models.sites import SITE_OPERATORS, SITE_TASKS, site_problem
 from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES
 from yolor_lightning.tasks.weighting import WEIGHTINGS
 
@@ -147,7 +148,21 @@ class ScheduleSchema:
 
 
 @dataclass
+class DFLLossSchema:
+    """The loss of the dfl head (YOLOv9's gains and task-aligned assigner settings)."""
+
+    box_gain: float = 7.5
+    cls_gain: float = 0.5
+    dfl_gain: float = 1.5
+    topk: int = 10
+    alpha: float = 0.5
+    beta: float = 6.0
+
+
+@dataclass
 class LossSchema:
+    """The anchor head's loss; `dfl`: the dfl head's."""
+
     box_gain: float = 0.05
     obj_gain: float = 1.0
     cls_gain: float = 0.5
@@ -156,6 +171,7 @@ class LossSchema:
     label_smoothing: float = 0.0
     # Weight of the L1 penalty on sparse mf coefficients (model.implicit.*.coefficients=sparse).
     sparsity_gain: float = 0.001
+    dfl: DFLLossSchema = field(default_factory=DFLLossSchema)
 
 
 @dataclass
@@ -269,6 +285,10 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.loss.anchor_threshold": (lambda v: v > 1, "> 1"),
     "task.loss.label_smoothing": (_below_one, "in [0, 1)"),
     "task.loss.sparsity_gain": (_non_negative, ">= 0"),
+    **{f"task.loss.dfl.{k}": (_non_negative, ">= 0") for k in ("box_gain", "cls_gain", "dfl_gain")},
+    "task.loss.dfl.topk": (_positive, "> 0"),
+    "task.loss.dfl.alpha": (_non_negative, ">= 0"),
+    "task.loss.dfl.beta": (_non_negative, ">= 0"),
     "task.evaluation.conf_threshold": (_fraction, "in [0, 1]"),
     "task.evaluation.iou_threshold": (_open_fraction, "in (0, 1]"),
     "task.evaluation.max_detections": (_positive, "> 0"),
@@ -330,6 +350,7 @@ def check_values(cfg: DictConfig) -> None:
         )
     _check_tasks(cfg)
     _check_implicit_sites(cfg)
+    _check_dfl_head(cfg)
     _check_validation_runs(cfg)
 
 
@@ -382,6 +403,29 @@ def _check_tasks(cfg: DictConfig) -> None:
             f"config key model.tasks={list(tasks)} is invalid: it must equal task.targets="
             f"{list(targets)} (the heads are the targets; set task=det|cls|jdc|jde or "
             "task.targets, and model.tasks follows)"
+        )
+
+
+def _check_dfl_head(cfg: DictConfig) -> None:
+    """The dfl head has no anchors (no fa*, pr*), folds fa into a grouped conv (no concat), and
+    gives the emb task no assigned cells yet."""
+    if _name(OmegaConf.select(cfg, "model.head", default=None)) != "dfl":
+        return
+    for site, options in (OmegaConf.select(cfg, "model.implicit", default=None) or {}).items():
+        operator = _name(options.operator)
+        if operator is None or SITE_TASKS[site] != "det":
+            continue
+        if operator not in DFL_SITE_OPERATORS.get(site, ()):
+            raise ConfigValueError(
+                f"config key model.implicit.{site}.operator={operator!r} is invalid with "
+                "model.head=dfl: its detection sites are "
+                + ", ".join(f"{s} ({'|'.join(o)})" for s, o in DFL_SITE_OPERATORS.items())
+            )
+    targets = OmegaConf.select(cfg, "task.targets", default=None) or []
+    if "emb" in targets:
+        raise ConfigValueError(
+            "config key model.head=dfl is invalid with task emb: emb reads its embeddings at the "
+            "anchor head's assigned cells (use model.head=anchor)"
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
 from yolor_lightning.implicit import ImplicitConv2d, make_implicit
 from yolor_lightning.models.blocks import Conv
@@ -45,9 +46,14 @@ class DistributionDecoder(nn.Module):
         self.bins.copy_(torch.arange(self.reg_max, dtype=self.bins.dtype))
 
     def forward(self, logits: Tensor) -> Tensor:
-        """`[..., 4 * reg_max]` logits to `[..., 4]` expected distances in strides."""
-        distribution = logits.unflatten(-1, (4, self.reg_max)).softmax(-1)
-        return distribution @ self.bins.to(distribution.dtype)
+        return expected_distances(logits, self.bins)
+
+
+def expected_distances(logits: Tensor, bins: Tensor) -> Tensor:
+    """`[..., 4 * reg_max]` logits of the four sides to `[..., 4]` expected distances (in
+    strides): each side's softmax over its `reg_max` bins times the bin values `bins`."""
+    distribution = logits.unflatten(-1, (4, len(bins))).softmax(-1)
+    return distribution @ bins.to(distribution.dtype)
 
 
 def anchor_points(
@@ -69,6 +75,25 @@ def distances_to_boxes(distances: Tensor, points: Tensor) -> Tensor:
     """(left, top, right, bottom) distances from `points` to xyxy boxes (same units)."""
     left_top, right_bottom = distances.chunk(2, -1)
     return torch.cat((points - left_top, points + right_bottom), -1)
+
+
+def boxes_to_distances(boxes: Tensor, points: Tensor) -> Tensor:
+    """xyxy boxes to their (left, top, right, bottom) distances from `points` (same units)."""
+    return torch.cat((points - boxes[..., :2], boxes[..., 2:] - points), -1)
+
+
+def flatten_levels(
+    raw: Sequence[Tensor], reg_max: int, num_classes: int, strides: Sequence[int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The DFL head's raw per-level outputs with all levels flattened: box logits
+    `[B, N, 4 reg_max]`, class logits `[B, N, nc]`, anchor points `[N, 2]` (grid units) and
+    their strides `[N, 1]`."""
+    flat = torch.cat([level.flatten(2) for level in raw], 2).transpose(1, 2)
+    box, cls = flat.split((4 * reg_max, num_classes), -1)
+    points, point_strides = anchor_points(
+        [level.shape[-2:] for level in raw], strides, raw[0].device
+    )
+    return box, cls, points, point_strides
 
 
 @DETECTION_HEADS.register("dfl")
@@ -139,22 +164,14 @@ class DFLHead(nn.Module):
             for box, cls, x in zip(self.box, self.cls, features, strict=True)
         ]
 
-    def split(self, raw: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """All levels flattened: box logits `[B, N, 4 reg_max]`, class logits `[B, N, nc]`,
-        anchor points `[N, 2]` (grid units) and their strides `[N, 1]`."""
-        flat = torch.cat([level.flatten(2) for level in raw], 2).transpose(1, 2)
-        box, cls = flat.split((4 * self.reg_max, self.num_classes), -1)
-        points, strides = anchor_points(
-            [level.shape[-2:] for level in raw], self.strides, raw[0].device
-        )
-        return box, cls, points, strides
-
     def decode(self, raw: Sequence[Tensor]) -> Tensor:
         """Raw logits to `[B, N, 5 + nc]`: cx, cy, w, h in input pixels, an objectness of 1 (this
         head has none, so a score is the class probability) and the class probabilities."""
-        box, cls, points, strides = self.split(raw)
+        box, cls, points, strides = flatten_levels(
+            raw, self.reg_max, self.num_classes, self.strides
+        )
         xyxy = distances_to_boxes(self.dfl(box), points) * strides
-        cxcywh = torch.cat(((xyxy[..., :2] + xyxy[..., 2:]) / 2, xyxy[..., 2:] - xyxy[..., :2]), -1)
+        cxcywh = box_convert(xyxy, "xyxy", "cxcywh")
         return torch.cat((cxcywh, torch.ones_like(cls[..., :1]), cls.sigmoid()), -1)
 
 

@@ -13,8 +13,10 @@ from torch import Tensor, nn
 from yolor_lightning.data.transforms import letterbox_to_original
 from yolor_lightning.implicit import Implicit, sparsity_penalty
 from yolor_lightning.models import UnifiedNetwork, build_network
+from yolor_lightning.models.dfl_head import DFLHead
 from yolor_lightning.models.initialization import initialize
 from yolor_lightning.tasks.classification import multilabel_loss, multilabel_metrics
+from yolor_lightning.tasks.dfl_loss import DFLLoss
 from yolor_lightning.tasks.embedding import (
     EMBEDDING_LOSSES,
     EmbeddingRetrieval,
@@ -104,13 +106,22 @@ class UnifiedModule(L.LightningModule):
         head = self.network.heads["det"] if "det" in self.tasks else None
         detection_loss = dict(loss)
         self.sparsity_gain = detection_loss.pop("sparsity_gain", 0.0)
-        if head is not None:
+        dfl_loss = detection_loss.pop("dfl", {})
+        if isinstance(head, DFLHead):
+            if "emb" in self.tasks:
+                raise ValueError(
+                    "task emb reads its embeddings at the anchor head's assigned cells: it is not "
+                    "available with model.head=dfl yet (use model.head=anchor)"
+                )
+            self.loss_fn = DFLLoss(head.strides, model["num_classes"], head.reg_max, **dfl_loss)
+        elif head is not None:
             self.loss_fn = YoloLoss(
                 anchors=head.anchors,
                 strides=head.strides,
                 num_classes=model["num_classes"],
                 **detection_loss,
             )
+        if head is not None:
             self.evaluator = CocoEvaluator()
         if "cls" in self.tasks:
             self.cls_metrics = multilabel_metrics(model["num_classes"])

@@ -22,7 +22,14 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from yolor_lightning.data.shapes import ShapesConfig
 from yolor_lightning.data.transforms import Augment
 from yolor_lightning.implicit import COEFFICIENTS, OPERATORS, PRIORS
-from yolor_lightning.models import BACKBONES, DETECTION_HEADS, MODEL_SIZES, NECKS, TASKS
+from yolor_lightning.models import (
+    AUXILIARY_BRANCHES,
+    BACKBONES,
+    DETECTION_HEADS,
+    MODEL_SIZES,
+    NECKS,
+    TASKS,
+)
 from yolor_lightning.models.dfl_head import DFL_SITE_OPERATORS
 from yolor_lightning.models.gelan import GELAN_SIZES
 from yolor_lightning.models.sites import SITE_OPERATORS, SITE_TASKS, site_problem
@@ -34,6 +41,7 @@ GELANSize = Enum("GELANSize", {name: name for name in GELAN_SIZES})
 Backbone = Enum("Backbone", {name: name for name in BACKBONES.names})
 Neck = Enum("Neck", {name: name for name in NECKS.names})
 DetectionHead = Enum("DetectionHead", {name: name for name in DETECTION_HEADS.names})
+AuxiliaryBranch = Enum("AuxiliaryBranch", {name: name for name in AUXILIARY_BRANCHES.names})
 ImplicitOperator = Enum("ImplicitOperator", {name: name for name in OPERATORS})
 ImplicitPrior = Enum("ImplicitPrior", {name: name for name in PRIORS})
 Coefficients = Enum("Coefficients", {name: name for name in COEFFICIENTS})
@@ -75,6 +83,7 @@ class ModelSchema:
     backbone: Backbone = MISSING  # type: ignore[valid-type]
     neck: Neck = MISSING  # type: ignore[valid-type]
     head: DetectionHead = DetectionHead.anchor  # type: ignore[valid-type,attr-defined]
+    auxiliary: AuxiliaryBranch | None = None  # type: ignore[valid-type]
     size: str = MISSING
     num_classes: int = MISSING
     tasks: list[str] = MISSING
@@ -172,6 +181,8 @@ class LossSchema:
     # Weight of the L1 penalty on sparse mf coefficients (model.implicit.*.coefficients=sparse).
     sparsity_gain: float = 0.001
     dfl: DFLLossSchema = field(default_factory=DFLLossSchema)
+    # Weight of the auxiliary branch's det loss (model.auxiliary, YOLOv9's PGI) against the main.
+    auxiliary_gain: float = 0.25
 
 
 @dataclass
@@ -287,6 +298,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.loss.sparsity_gain": (_non_negative, ">= 0"),
     **{f"task.loss.dfl.{k}": (_non_negative, ">= 0") for k in ("box_gain", "cls_gain", "dfl_gain")},
     "task.loss.dfl.topk": (_positive, "> 0"),
+    "task.loss.auxiliary_gain": (_non_negative, ">= 0"),
     "task.loss.dfl.alpha": (_non_negative, ">= 0"),
     "task.loss.dfl.beta": (_non_negative, ">= 0"),
     "task.evaluation.conf_threshold": (_fraction, "in [0, 1]"),

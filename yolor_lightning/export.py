@@ -83,7 +83,8 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
         raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
     checkpoint = load_checkpoint(ckpt)
     module = module_from_checkpoint(checkpoint)
-    folded = fold(module.network.eval()).to(memory_format=torch.contiguous_format)
+    network = module.network.eval().without_auxiliary()  # PGI's branch trains, never deploys
+    folded = fold(network).to(memory_format=torch.contiguous_format)
     model = module.hparams.model
     size = image_size or checkpoint.get("datamodule_hyper_parameters", {}).get("image_size")
     if not size:

@@ -2,10 +2,11 @@
 heads), the task heads, and `build_network`, which assembles them from a model config.
 
 Importing this package registers the built-in parts: YOLOv4-CSP's `cspdarknet53` and `csp_pan`,
-GELAN's `gelan` and `gelan_pan`, the detection heads `anchor` and `dfl`.
+GELAN's `gelan` and `gelan_pan`, the detection heads `anchor` and `dfl`, YOLOv9's auxiliary
+branch `pgi`.
 """
 
-from yolor_lightning.models import dfl_head, gelan, head, yolo  # noqa: F401 (registers the parts)
+from yolor_lightning.models import dfl_head, gelan, head, pgi, yolo  # noqa: F401 (registers parts)
 from yolor_lightning.models.head import DEFAULT_ANCHORS, DetectionHead
 from yolor_lightning.models.network import (
     TASKS,
@@ -14,11 +15,12 @@ from yolor_lightning.models.network import (
     build_network,
     output_tensors,
 )
-from yolor_lightning.models.registry import BACKBONES, DETECTION_HEADS, NECKS
+from yolor_lightning.models.registry import AUXILIARY_BRANCHES, BACKBONES, DETECTION_HEADS, NECKS
 from yolor_lightning.models.task_heads import ClassificationHead, EmbeddingHead
 from yolor_lightning.models.yolo import MODEL_SIZES, YOLOv4CSP, build_yolov4_csp
 
 __all__ = [
+    "AUXILIARY_BRANCHES",
     "BACKBONES",
     "DEFAULT_ANCHORS",
     "DETECTION_HEADS",

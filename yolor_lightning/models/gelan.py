@@ -141,18 +141,17 @@ class GELANBackbone(StagedBackbone):
         self.out_channels = tuple(out_channels)
 
 
-@NECKS.register("gelan_pan")
-class GELANNeck(nn.Module):
-    """GELAN's path-aggregation neck over P3, P4, P5: SPPELAN on P5; top-down, each level's
-    block reads the upsampled coarser level concatenated with the backbone level; bottom-up,
-    each level's block reads the downsampled finer output concatenated with the top-down map
-    (at P5, the SPPELAN output). Returns the bottom-up outputs, finest first."""
+class GELANTopDown(nn.Module):
+    """The top-down half of GELAN's neck over P3, P4, P5: SPPELAN on P5, then at P4 and P3 a
+    block reading the upsampled coarser map concatenated with the backbone level. Returns the
+    three maps finest first (at P5, the SPPELAN output); alone, it is the auxiliary path of
+    YOLOv9-T/S (`models.pgi`)."""
 
     def __init__(self, in_channels: tuple[int, ...], size: str):
         super().__init__()
         spec = gelan_size(size)
         if len(in_channels) != 3:
-            raise ValueError(f"GELANNeck expects 3 input levels, got {len(in_channels)}")
+            raise ValueError(f"GELAN's neck expects 3 input levels, got {len(in_channels)}")
         p3, p4, p5 = in_channels
         spp = round_channels(spec.spp[0])
         self.spp = SPPELAN(p5, spp, spec.spp[1])
@@ -163,24 +162,40 @@ class GELANNeck(nn.Module):
                 _elan(p4 + spp, td4, spec.repeats),
             ]
         )
-        (down4, bu4), (down5, bu5) = spec.bottom_up
-        finer = (round_channels(td3[0]), round_channels(bu4[0]))
-        coarser = (round_channels(td4[0]), spp)
-        self.downsample = nn.ModuleList(
-            _downsample(spec.downsample, c, down)
-            for c, down in zip(finer, (down4, down5), strict=True)
-        )
-        self.bottom_up = nn.ModuleList(
-            _elan(round_channels(down) + c, block, spec.repeats)
-            for c, (down, block) in zip(coarser, spec.bottom_up, strict=True)
-        )
-        self.out_channels = (finer[0], finer[1], round_channels(bu5[0]))
+        self.out_channels = (round_channels(td3[0]), round_channels(td4[0]), spp)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         top_down = [self.spp(features[-1])]
         for i in reversed(range(len(features) - 1)):
             upsampled = F.interpolate(top_down[0], size=features[i].shape[-2:], mode="nearest")
             top_down.insert(0, self.top_down[i](torch.cat((upsampled, features[i]), 1)))
+        return top_down
+
+
+@NECKS.register("gelan_pan")
+class GELANNeck(GELANTopDown):
+    """GELAN's path-aggregation neck: the top-down half (`GELANTopDown`), then bottom-up, each
+    level's block reads the downsampled finer output concatenated with the top-down map.
+    Returns the bottom-up outputs, finest first."""
+
+    def __init__(self, in_channels: tuple[int, ...], size: str):
+        super().__init__(in_channels, size)
+        spec = gelan_size(size)
+        (down4, bu4), (down5, bu5) = spec.bottom_up
+        top_down = self.out_channels
+        finer = (top_down[0], round_channels(bu4[0]))
+        self.downsample = nn.ModuleList(
+            _downsample(spec.downsample, c, down)
+            for c, down in zip(finer, (down4, down5), strict=True)
+        )
+        self.bottom_up = nn.ModuleList(
+            _elan(round_channels(down) + c, block, spec.repeats)
+            for c, (down, block) in zip(top_down[1:], spec.bottom_up, strict=True)
+        )
+        self.out_channels = (finer[0], finer[1], round_channels(bu5[0]))
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        top_down = super().forward(features)
         outputs = [top_down[0]]
         for i in range(1, len(features)):
             downsampled = self.downsample[i - 1](outputs[-1])

@@ -4,13 +4,19 @@ network (training, evaluation, summary, export, analysis, benchmarks)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from yolor_lightning.models.registry import BACKBONES, DETECTION_HEADS, NECKS
+from yolor_lightning.models.registry import (
+    AUXILIARY_BRANCHES,
+    BACKBONES,
+    DETECTION_HEADS,
+    NECKS,
+)
 from yolor_lightning.models.sites import enabled_sites, sites_of
 from yolor_lightning.models.task_heads import ClassificationHead, EmbeddingHead
 
@@ -19,15 +25,24 @@ TASKS: tuple[str, ...] = ("det", "cls", "emb")
 
 
 class UnifiedNetwork(nn.Module):
-    """`backbone` -> `neck` -> `heads` (task -> head, all on the neck's maps).
+    """`backbone` -> `neck` -> `heads` (task -> head, all on the neck's maps), and optionally
+    a training-only `auxiliary` branch on the backbone's maps (YOLOv9's PGI).
 
     `forward` returns `{task: output}`: `det` the detection head's raw per-level outputs
     (`heads["det"].decode` turns them into boxes), `cls` the image's class logits `[B, nc]`,
-    `emb` per-level embedding maps `[B, embedding_dim, H/s, W/s]`. The backbone declares its
-    `out_channels` and `strides`, the neck its `out_channels` (see `models.registry`).
+    `emb` per-level embedding maps `[B, embedding_dim, H/s, W/s]`; with the auxiliary branch
+    run (in training, or `auxiliary=True`), also `det_aux`, its det head's raw outputs. The
+    backbone declares its `out_channels` and `strides`, the neck its `out_channels` (see
+    `models.registry`).
     """
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, heads: Mapping[str, nn.Module]):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        heads: Mapping[str, nn.Module],
+        auxiliary: nn.Module | None = None,
+    ):
         super().__init__()
         for part, attributes in (
             (backbone, ("out_channels", "strides")),
@@ -45,6 +60,7 @@ class UnifiedNetwork(nn.Module):
         self.backbone = backbone
         self.neck = neck
         self.heads = nn.ModuleDict(heads)
+        self.auxiliary = auxiliary
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -54,9 +70,22 @@ class UnifiedNetwork(nn.Module):
     def strides(self) -> tuple[int, ...]:
         return tuple(self.backbone.strides)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        features = self.neck(self.backbone(images))
-        return {task: head(features) for task, head in self.heads.items()}
+    def forward(
+        self, images: torch.Tensor, auxiliary: bool | None = None
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """`auxiliary`: run the auxiliary branch (None: when training and the network has one)."""
+        features = self.backbone(images)
+        maps = self.neck(features)
+        outputs = {task: head(maps) for task, head in self.heads.items()}
+        if self.auxiliary is not None and (self.training if auxiliary is None else auxiliary):
+            outputs["det_aux"] = self.auxiliary(images, features)
+        return outputs
+
+    def without_auxiliary(self) -> UnifiedNetwork:
+        """A copy without the auxiliary branch: the network that is deployed."""
+        deployed = copy.deepcopy(self)
+        deployed.auxiliary = None
+        return deployed
 
 
 def build_heads(
@@ -90,7 +119,8 @@ def build_heads(
 def build_network(model: Mapping[str, Any]) -> UnifiedNetwork:
     """The network of a model config (`conf/model/*.yaml`, resolved to plain values): the
     registered `backbone` and `neck` at `size`, and a head per task of `tasks` (default det),
-    the det head being the registered `head` (default anchor), with the `implicit` sites.
+    the det head being the registered `head` (default anchor), with the `implicit` sites, and
+    the registered `auxiliary` branch when one is named (it needs det).
     A config without parts (a checkpoint from before parts had names) is YOLOv4-CSP's."""
     backbone = BACKBONES.build(model.get("backbone", "cspdarknet53"), model["size"])
     neck = NECKS.build(model.get("neck", "csp_pan"), tuple(backbone.out_channels), model["size"])
@@ -103,7 +133,19 @@ def build_network(model: Mapping[str, Any]) -> UnifiedNetwork:
         embedding_dim=model.get("embedding_dim", 128),
         detection_head=model.get("head", "anchor"),
     )
-    return UnifiedNetwork(backbone, neck, heads)
+    auxiliary = None
+    if model.get("auxiliary"):
+        if "det" not in heads:
+            raise ValueError(f"auxiliary branch {model['auxiliary']!r} needs the det task")
+        auxiliary = AUXILIARY_BRANCHES.build(
+            model["auxiliary"],
+            model["size"],
+            backbone.out_channels,
+            model["num_classes"],
+            backbone.strides,
+            model.get("head", "anchor"),
+        )
+    return UnifiedNetwork(backbone, neck, heads, auxiliary)
 
 
 def output_tensors(outputs: torch.Tensor | Sequence | Mapping) -> list[torch.Tensor]:

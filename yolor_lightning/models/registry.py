@@ -11,7 +11,10 @@ parts. The contracts the factories keep:
 - detection head `(in_channels, num_classes, strides, implicit) -> module`: `forward(maps)`
   gives its raw outputs, `decode(raw) -> [B, N, 5 + nc]` boxes (cx, cy, w, h in pixels,
   objectness, class probabilities), `strides`, and the implicit sites of `implicit` (folded by
-  `yolor_lightning.implicit.fold`).
+  `yolor_lightning.implicit.fold`);
+- auxiliary branch `(size, backbone_channels, num_classes, strides, head) -> module`: a
+  training-only branch (YOLOv9's PGI) with `forward(images, backbone_maps)` giving the raw
+  outputs of its own det head (the registered `head`, attribute `head`); export drops it.
 """
 
 from __future__ import annotations
@@ -58,3 +61,4 @@ class Registry:
 BACKBONES = Registry("backbone")
 NECKS = Registry("neck")
 DETECTION_HEADS = Registry("detection head")
+AUXILIARY_BRANCHES = Registry("auxiliary branch")

@@ -16,7 +16,7 @@ from yolor_lightning.models import UnifiedNetwork, build_network
 from yolor_lightning.models.dfl_head import DFLHead
 from yolor_lightning.models.initialization import initialize
 from yolor_lightning.tasks.classification import multilabel_loss, multilabel_metrics
-from yolor_lightning.tasks.dfl_loss import DFLLoss
+from yolor_lightning.tasks.detection_loss import detection_loss_for
 from yolor_lightning.tasks.embedding import (
     EMBEDDING_LOSSES,
     EmbeddingRetrieval,
@@ -26,7 +26,6 @@ from yolor_lightning.tasks.embedding import (
 )
 from yolor_lightning.tasks.evaluation import CocoEvaluator
 from yolor_lightning.tasks.finite import NonFiniteError, non_finite
-from yolor_lightning.tasks.loss import YoloLoss
 from yolor_lightning.tasks.postprocess import non_max_suppression
 from yolor_lightning.tasks.schedule import WarmupCosineSchedule
 from yolor_lightning.tasks.targets import LevelTargets
@@ -106,23 +105,19 @@ class UnifiedModule(L.LightningModule):
         head = self.network.heads["det"] if "det" in self.tasks else None
         detection_loss = dict(loss)
         self.sparsity_gain = detection_loss.pop("sparsity_gain", 0.0)
-        dfl_loss = detection_loss.pop("dfl", {})
-        if isinstance(head, DFLHead):
-            if "emb" in self.tasks:
-                raise ValueError(
-                    "task emb reads its embeddings at the anchor head's assigned cells: it is not "
-                    "available with model.head=dfl yet (use model.head=anchor)"
-                )
-            self.loss_fn = DFLLoss(head.strides, model["num_classes"], head.reg_max, **dfl_loss)
-        elif head is not None:
-            self.loss_fn = YoloLoss(
-                anchors=head.anchors,
-                strides=head.strides,
-                num_classes=model["num_classes"],
-                **detection_loss,
+        self.auxiliary_gain = detection_loss.pop("auxiliary_gain", 0.25)
+        if isinstance(head, DFLHead) and "emb" in self.tasks:
+            raise ValueError(
+                "task emb reads its embeddings at the anchor head's assigned cells: it is not "
+                "available with model.head=dfl yet (use model.head=anchor)"
             )
         if head is not None:
+            self.loss_fn = detection_loss_for(head, model["num_classes"], detection_loss)
             self.evaluator = CocoEvaluator()
+        if self.network.auxiliary is not None:  # PGI: a training-only branch with its own head
+            self.auxiliary_loss_fn = detection_loss_for(
+                self.network.auxiliary.head, model["num_classes"], detection_loss
+            )
         if "cls" in self.tasks:
             self.cls_metrics = multilabel_metrics(model["num_classes"])
         self.identity_classifier: IdentityClassifier | None = None
@@ -180,6 +175,10 @@ class UnifiedModule(L.LightningModule):
         if "det" in outputs:  # one assignment serves the detection loss and the emb read-out
             assigned = self.loss_fn.assign(outputs["det"], targets)
             total, detection_parts = self.loss_fn(outputs["det"], targets, assigned)
+            if "det_aux" in outputs:
+                auxiliary, auxiliary_parts = self.auxiliary_loss_fn(outputs["det_aux"], targets)
+                total = total + self.auxiliary_gain * auxiliary
+                parts |= {f"aux_{name}": value for name, value in auxiliary_parts.items()}
             losses["det"] = total / batch_size
             parts |= detection_parts
         if "cls" in outputs:

@@ -13,7 +13,8 @@ from test_train import TINY_RUN
 
 from yolor_lightning.analysis.complexity import count_gflops, count_parameters
 from yolor_lightning.config import check_values, compose_config, plain
-from yolor_lightning.models import build_yolov4_csp
+from yolor_lightning.models import build_network, build_yolov4_csp
+from yolor_lightning.models.dfl_head import REG_MAX
 from yolor_lightning.results import implicit_choices
 from yolor_lightning.summary import summarize
 from yolor_lightning.train import train
@@ -43,33 +44,42 @@ PAPER_CELLS = {
     "jde": "none",
     "ijde": "fa:add:vector+task.emb:add:vector",
 }
+NETWORK_ROWS = {  # GELAN / YOLOv9 (issue 12): experiment -> (model, implicit)
+    "gelan": ("gelan", "none"),
+    "yolor_gelan": ("gelan", "fa:add:vector+pr:mul:vector"),
+    "yolov9": ("yolov9", "none"),
+    "yolor_yolov9": ("yolov9", "fa:add:vector+pr:mul:vector"),
+}
 TASKS_OF = {"cls_only": ["cls"], "jdc": ["det", "cls"], "ijdc": ["det", "cls"]}
 TASKS_OF |= {"jde": ["det", "emb"], "ijde": ["det", "emb"]}
 
 
 def test_every_cell_of_the_papers_tables_has_an_experiment_file():
-    assert set(PAPER_CELLS) <= set(EXPERIMENTS)
+    assert set(PAPER_CELLS) | set(NETWORK_ROWS) <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_builds_and_runs_forward(name: str):
-    cfg = compose_config([f"+experiment={name}", "model.size=tiny"])
+    cfg = compose_config([f"+experiment={name}"])
     check_values(cfg)
     assert cfg.experiment_name == name
     model = plain(cfg.model)
     if name in PAPER_CELLS:
         assert implicit_choices(model["implicit"])["implicit"] == PAPER_CELLS[name]
+    if name in NETWORK_ROWS:
+        implicit = implicit_choices(model["implicit"])["implicit"]
+        assert (model["name"], implicit) == NETWORK_ROWS[name]
     assert model["tasks"] == TASKS_OF.get(name, ["det"]) == list(cfg.task.targets)
-    network = build_yolov4_csp(
-        model["size"], model["num_classes"], model["implicit"], model["tasks"]
-    ).eval()
+    network = build_network(model).eval()
     with torch.no_grad():
         outputs = network(torch.rand(1, 3, 64, 64))
     assert list(outputs) == model["tasks"]
     grids = [8, 4, 2]
     if "det" in outputs:
-        shapes = [(1, 3, g, g, 5 + model["num_classes"]) for g in grids]
-        assert [tuple(level.shape) for level in outputs["det"]] == shapes
+        nc = model["num_classes"]
+        shapes = {"anchor": [(1, 3, g, g, 5 + nc) for g in grids]}
+        shapes["dfl"] = [(1, 4 * REG_MAX + nc, g, g) for g in grids]
+        assert [tuple(level.shape) for level in outputs["det"]] == shapes[model["head"]]
     if "cls" in outputs:
         assert outputs["cls"].shape == (1, model["num_classes"])
     if "emb" in outputs:

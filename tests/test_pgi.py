@@ -7,13 +7,16 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
+from test_train import TINY_RUN
 
 from yolor_lightning.analysis.complexity import count_gflops, count_parameters, model_cost
 from yolor_lightning.config import compose_config, plain
 from yolor_lightning.export import export, load_folded
 from yolor_lightning.models import build_network
+from yolor_lightning.models.fusion import fuse
 from yolor_lightning.models.pgi import RoutedAuxiliary, TopDownAuxiliary
-from yolor_lightning.train import build_module
+from yolor_lightning.report import write_report
+from yolor_lightning.train import build_module, train
 
 TARGETS = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 32.0]]), "labels": torch.tensor([1])}] * 2
 
@@ -103,3 +106,21 @@ def test_export_drops_the_branch_and_keeps_the_main_head_outputs(tmp_path: Path)
         actual = folded(images)["det"]
     for a, b in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_yolor_yolov9_trains_evaluates_exports_and_reports(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    overrides = ["+experiment=yolor_yolov9", *TINY_RUN, "trainer.max_epochs=1", "logger=csv"]
+    results = train(compose_config([*overrides, f"output_dir={run}"]))
+    assert results["status"] == "finished" and results["experiment"] == "yolor_yolov9"
+    assert results["choices"]["implicit"] == "fa:add:vector+pr:mul:vector"
+    assert 0 <= results["metrics"]["AP"] <= 1
+    gelan = build_network({**plain(compose_config(["model=gelan"]).model), "num_classes": 8})
+    cost = results["model"]
+    assert cost["params"] > cost["params_folded"] > count_parameters(gelan)  # implicit, branch
+    assert cost["params_fused"] == count_parameters(fuse(gelan))
+    folded = load_folded(export(run / "checkpoints" / "best.ckpt")["checkpoint"])
+    assert count_parameters(folded) == count_parameters(gelan)
+    report = write_report([run], tmp_path / "report", resamples=0)
+    assert "yolor_yolov9" in report.markdown

@@ -9,7 +9,12 @@ import torch
 
 from yolor_lightning.config import ConfigValueError, check_values, compose_config
 from yolor_lightning.models.dfl_head import REG_MAX, DFLHead
-from yolor_lightning.tasks.alignment import TaskAlignedAssigner, pad_ground_truth
+from yolor_lightning.tasks.alignment import (
+    Assignment,
+    TaskAlignedAssigner,
+    assigned_cells,
+    pad_ground_truth,
+)
 from yolor_lightning.tasks.dfl_loss import DFLLoss, distribution_focal_loss
 from yolor_lightning.train import build_module
 
@@ -158,8 +163,30 @@ def test_the_training_module_trains_gelan_with_the_dfl_loss_and_validates() -> N
     assert decoded.shape == (2, 64 // 8 * 64 // 8 + 16 + 4, 5 + 8)
 
 
-def test_dfl_head_refuses_anchor_sites_and_emb_in_config() -> None:
+def test_dfl_head_refuses_anchor_sites_in_config() -> None:
     with pytest.raises(ConfigValueError, match=r"fa_star.*dfl"):
         check_values(compose_config(["model=gelan", "model.implicit.fa_star.operator=mul"]))
-    with pytest.raises(ConfigValueError, match=r"dfl.*emb"):
-        check_values(compose_config(["model=gelan", "task=jde"]))
+
+
+def test_assigned_points_become_cells_of_their_level() -> None:
+    foreground = torch.zeros(2, 4 * 4 + 2 * 2, dtype=torch.bool)
+    target = torch.full(foreground.shape, -1)
+    foreground[1, 4 * 1 + 3], target[1, 4 * 1 + 3] = True, 5  # level 0: row 1, column 3
+    foreground[0, 16 + 2], target[0, 16 + 2] = True, 0  # level 1: row 1, column 0
+    assigned = Assignment(foreground, target.clamp(min=0), torch.zeros(2, 20, 4), target, None)
+    level0, level1 = assigned_cells(assigned, [(4, 4), (2, 2)])
+    assert [t.tolist() for t in level0] == [[1], [1], [3], [5]]
+    assert [t.tolist() for t in level1] == [[0], [1], [0], [0]]
+
+
+def test_jde_reads_embeddings_at_the_dfl_heads_assigned_points() -> None:
+    cfg = compose_config(["model=gelan", "task=jde", "task.emb.loss=triplet"])
+    check_values(cfg)
+    module = build_module(cfg)
+    boxes = torch.tensor([[8.0, 8.0, 40.0, 32.0], [30.0, 20.0, 60.0, 60.0]])
+    target = {"boxes": boxes, "labels": torch.tensor([0, 3]), "identities": torch.tensor([4, 7])}
+    outputs = module(torch.rand(2, 3, 64, 64))
+    losses, _, (embeddings, identities) = module.task_losses(outputs, {"targets": [target] * 2})
+    assert embeddings.shape == (4, module.network.heads["emb"].dim)
+    assert identities.tolist() == [4, 7, 4, 7]
+    assert torch.isfinite(losses["emb"])

@@ -419,8 +419,7 @@ def _check_tasks(cfg: DictConfig) -> None:
 
 
 def _check_dfl_head(cfg: DictConfig) -> None:
-    """The dfl head has no anchors (no fa*, pr*), folds fa into a grouped conv (no concat), and
-    gives the emb task no assigned cells yet."""
+    """The dfl head has no anchors (no fa*, pr*) and folds fa into a grouped conv (no concat)."""
     if _name(OmegaConf.select(cfg, "model.head", default=None)) != "dfl":
         return
     for site, options in (OmegaConf.select(cfg, "model.implicit", default=None) or {}).items():
@@ -433,12 +432,6 @@ def _check_dfl_head(cfg: DictConfig) -> None:
                 "model.head=dfl: its detection sites are "
                 + ", ".join(f"{s} ({'|'.join(o)})" for s, o in DFL_SITE_OPERATORS.items())
             )
-    targets = OmegaConf.select(cfg, "task.targets", default=None) or []
-    if "emb" in targets:
-        raise ConfigValueError(
-            "config key model.head=dfl is invalid with task emb: emb reads its embeddings at the "
-            "anchor head's assigned cells (use model.head=anchor)"
-        )
 
 
 def _check_implicit_sites(cfg: DictConfig) -> None:

@@ -46,6 +46,31 @@ class Assignment(NamedTuple):
     scores: Tensor
 
 
+class AssignedCells(NamedTuple):
+    """The positives of one level as cells: image, row, column and ground-truth index (the
+    read-out of the emb task, `tasks.embedding.object_embeddings`)."""
+
+    image: Tensor
+    gy: Tensor
+    gx: Tensor
+    target: Tensor
+
+
+def assigned_cells(
+    assigned: Assignment, grid_shapes: Sequence[tuple[int, int]]
+) -> list[AssignedCells]:
+    """The foreground anchor points of `assigned` per level of `grid_shapes` (rows, columns;
+    the points run over levels, then rows, then columns)."""
+    cells, start = [], 0
+    for height, width in grid_shapes:
+        level = assigned.foreground[:, start : start + height * width]
+        image, index = level.nonzero(as_tuple=True)
+        target = assigned.target[:, start : start + height * width][image, index]
+        cells.append(AssignedCells(image, index // width, index % width, target))
+        start += height * width
+    return cells
+
+
 def pad_ground_truth(targets: Sequence[dict[str, Tensor]], device: torch.device) -> GroundTruth:
     """Per-image `{"boxes": xyxy pixels, "labels"}` dicts padded into one `GroundTruth`."""
     most = max((len(t["labels"]) for t in targets), default=0)

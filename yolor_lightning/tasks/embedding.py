@@ -13,6 +13,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.retrieval import retrieval_average_precision, retrieval_hit_rate
 from torchmetrics.utilities import dim_zero_cat
 
+from yolor_lightning.tasks.alignment import AssignedCells
 from yolor_lightning.tasks.targets import LevelTargets
 
 EMBEDDING_LOSSES = ("triplet", "id_ce")
@@ -20,7 +21,7 @@ EMBEDDING_LOSSES = ("triplet", "id_ce")
 
 
 def object_embeddings(
-    maps: Sequence[Tensor], assigned: Sequence[LevelTargets], num_objects: int
+    maps: Sequence[Tensor], assigned: Sequence[LevelTargets | AssignedCells], num_objects: int
 ) -> tuple[Tensor, Tensor]:
     """One L2-normalised embedding per ground-truth object: the mean of the embedding maps
     (`[B, D, H, W]` per level) at every cell the object is assigned to on any level.

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from yolor_lightning.data.transforms import letterbox_to_original
 from yolor_lightning.implicit import Implicit, sparsity_penalty
 from yolor_lightning.models import UnifiedNetwork, build_network
-from yolor_lightning.models.dfl_head import DFLHead
 from yolor_lightning.models.initialization import initialize
+from yolor_lightning.tasks.alignment import Assignment, assigned_cells
 from yolor_lightning.tasks.classification import multilabel_loss, multilabel_metrics
 from yolor_lightning.tasks.detection_loss import detection_loss_for
 from yolor_lightning.tasks.embedding import (
@@ -106,11 +106,6 @@ class UnifiedModule(L.LightningModule):
         detection_loss = dict(loss)
         self.sparsity_gain = detection_loss.pop("sparsity_gain", 0.0)
         self.auxiliary_gain = detection_loss.pop("auxiliary_gain", 0.25)
-        if isinstance(head, DFLHead) and "emb" in self.tasks:
-            raise ValueError(
-                "task emb reads its embeddings at the anchor head's assigned cells: it is not "
-                "available with model.head=dfl yet (use model.head=anchor)"
-            )
         if head is not None:
             self.loss_fn = detection_loss_for(head, model["num_classes"], detection_loss)
             self.evaluator = CocoEvaluator()
@@ -195,10 +190,12 @@ class UnifiedModule(L.LightningModule):
         self,
         maps: list[Tensor],
         targets: list[dict[str, Tensor]],
-        assigned: Sequence[LevelTargets],
+        assigned: Sequence[LevelTargets] | Assignment,
     ) -> tuple[Tensor, Tensor]:
         """The embedding of each ground-truth object, read at the cells the detection head
         assigned it to (`assigned`; the emb maps share the detection grids), and its identity."""
+        if isinstance(assigned, Assignment):  # the dfl head's anchor points, per level
+            assigned = assigned_cells(assigned, [level.shape[-2:] for level in maps])
         identities = torch.cat([t["identities"] for t in targets]).to(self.device)
         embeddings, present = object_embeddings(maps, assigned, len(identities))
         return embeddings, identities[present]

@@ -10,7 +10,7 @@ from torch import nn
 from yolor_lightning.analysis.complexity import count_gflops, count_parameters
 from yolor_lightning.models import build_network
 from yolor_lightning.models.fusion import fuse
-from yolor_lightning.models.gelan import GELANBackbone, GELANNeck
+from yolor_lightning.models.gelan import DualGELANBackbone, GELANBackbone, GELANNeck
 from yolor_lightning.models.gelan_blocks import RepConvN
 
 # size -> (params, GFLOPs at 640) in training form and fused, with YOLOv9's DDetect head at 80
@@ -95,3 +95,21 @@ def test_fused_gelan_gives_the_same_outputs() -> None:
         expected, actual = network(images)["det"], fused(images)["det"]
     for a, b in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_gelan_e_routes_two_columns_and_matches_the_official_deployed_size() -> None:
+    """GELAN-E's exact counts are this code's; YOLOv9's README gives its deployed (fused) form
+    as 57.3M parameters and 189.0 GFLOPs."""
+    with torch.device("meta"):
+        network = gelan("e")
+    fused = fuse(network)
+    assert isinstance(network.backbone, DualGELANBackbone)
+    assert count_parameters(network) == 58_114_432
+    assert count_parameters(fused) == 57_345_920
+    assert count_gflops(fused, 640) == pytest.approx(189.0, abs=0.1)
+
+
+def test_gelan_e_backbone_runs_at_a_small_size() -> None:
+    backbone = DualGELANBackbone("e")
+    features = backbone(torch.rand(1, 3, 64, 64))
+    assert [tuple(f.shape[1:]) for f in features] == [(512, 8, 8), (1024, 4, 4), (1024, 2, 2)]

@@ -124,3 +124,8 @@ def test_yolor_yolov9_trains_evaluates_exports_and_reports(tmp_path: Path) -> No
     assert count_parameters(folded) == count_parameters(gelan)
     report = write_report([run], tmp_path / "report", resamples=0)
     assert "yolor_yolov9" in report.markdown
+
+
+def test_yolov9_e_branch_is_not_built_and_says_so() -> None:
+    with pytest.raises(ValueError, match="YOLOv9-E's auxiliary branch"):
+        yolov9("e")

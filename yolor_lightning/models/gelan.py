@@ -1,6 +1,7 @@
-"""GELAN, YOLOv9's network (WongKinYiu/yolov9 `models/detect/gelan-{t,s,m,c}.yaml`): the
-backbone (two stride-2 convs, an ELAN block, then three downsample + RepNCSPELAN4 stages) and
-the neck (SPPELAN on P5, a top-down and a bottom-up path of RepNCSPELAN4 blocks).
+"""GELAN, YOLOv9's network (WongKinYiu/yolov9 `models/detect/gelan-{t,s,m,c,e}.yaml`): the
+backbone (two stride-2 convs, an ELAN block, then three downsample + RepNCSPELAN4 stages; for
+GELAN-E two such columns, routed) and the neck (SPPELAN on P5, a top-down and a bottom-up path
+of RepNCSPELAN4 blocks).
 
 Each size is data (`GELAN_SIZES`), written as the official yaml files write it; every block's
 output channels are rounded up to a multiple of 8 as the official `parse_model` does (GELAN-M's
@@ -10,6 +11,7 @@ output channels are rounded up to a multiple of 8 as the official `parse_model` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,7 @@ from yolor_lightning.models.backbone import StagedBackbone
 from yolor_lightning.models.blocks import Conv
 from yolor_lightning.models.gelan_blocks import ELAN1, SPPELAN, AConv, ADown, RepNCSPELAN4
 from yolor_lightning.models.registry import BACKBONES, NECKS
+from yolor_lightning.models.routing import Routes
 
 ELAN = tuple[int, int, int]
 """A RepNCSPELAN4's (c2, c3, c4): output channels, split width, branch width."""
@@ -38,6 +41,7 @@ class GELANSize:
     bottom_up: tuple[tuple[int, ELAN], tuple[int, ELAN]]  # P4, P5: (downsample channels, block)
     repeats: int  # RepNCSP depth of every RepNCSPELAN4
     light: bool = False
+    dual: bool = False  # two routed backbone columns (GELAN-E)
 
 
 GELAN_SIZES: dict[str, GELANSize] = {
@@ -83,8 +87,19 @@ GELAN_SIZES: dict[str, GELANSize] = {
         bottom_up=((256, (512, 512, 256)), (512, (512, 512, 256))),
         repeats=1,
     ),
+    "e": GELANSize(
+        stem=(64, 128),
+        p2=(256, 128, 64),
+        downsample="adown",
+        stages=((256, (512, 256, 128)), (512, (1024, 512, 256)), (1024, (1024, 512, 256))),
+        spp=(512, 256),
+        top_down=((512, 512, 256), (256, 256, 128)),
+        bottom_up=((256, (512, 512, 256)), (512, (512, 1024, 512))),
+        repeats=2,
+        dual=True,
+    ),
 }
-"""GELAN-T, S, M, C as in the official yaml files."""
+"""GELAN-T, S, M, C, E as in the official yaml files."""
 
 DOWNSAMPLES: dict[str, type[nn.Module]] = {"aconv": AConv, "adown": ADown}
 
@@ -109,7 +124,6 @@ def _downsample(kind: str, c1: int, c2: int) -> nn.Module:
     return DOWNSAMPLES[kind](c1, round_channels(c2))
 
 
-@BACKBONES.register("gelan")
 class GELANBackbone(StagedBackbone):
     """GELAN's backbone; `forward` returns the features at strides 8, 16, 32 (P3, P4, P5)."""
 
@@ -139,6 +153,55 @@ class GELANBackbone(StagedBackbone):
             stages.append(stage)
         self.stages = nn.ModuleList(stages)
         self.out_channels = tuple(out_channels)
+        self.widths = (p1, p2, *(round_channels(down) for down, _ in spec.stages))
+        self.level_channels = (p1, round_channels(c2), *out_channels)
+
+    def levels(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(downsample, block) of each level P1 .. P5 (P1 has no block)."""
+        return [
+            (self.stem[0], nn.Identity()),
+            (self.stem[1], self.stem[2]),
+            *((stage[0], stage[1]) for stage in self.stages),
+        ]
+
+    def level_maps(
+        self, images: torch.Tensor, routes: Routes | None = None, projected: Sequence = ()
+    ) -> list[torch.Tensor]:
+        """The maps of all levels P1 .. P5; with `routes`, the `projected` maps of a source
+        column are fused in after the downsamples of the last `len(projected)` levels."""
+        first = len(self.widths) - len(projected)
+        x, maps = images, []
+        for level, (downsample, block) in enumerate(self.levels()):
+            x = downsample(x)
+            if routes is not None and level >= first:
+                x = routes.fuse(projected, level - first, x)
+            x = block(x)
+            maps.append(x)
+        return maps
+
+
+class DualGELANBackbone(nn.Module):
+    """GELAN-E's backbone: a first GELAN column, whose maps at every level (P1 .. P5) are routed
+    into a second column (`models.routing`); returns the second column's P3, P4, P5."""
+
+    strides: tuple[int, ...] = (8, 16, 32)
+
+    def __init__(self, size: str):
+        super().__init__()
+        self.first = GELANBackbone(size)
+        self.second = GELANBackbone(size)
+        self.routes = Routes(self.first.level_channels, self.second.widths)
+        self.out_channels = self.second.out_channels
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        projected = self.routes.project(self.first.level_maps(images))
+        return self.second.level_maps(images, self.routes, projected)[-3:]
+
+
+@BACKBONES.register("gelan")
+def gelan_backbone(size: str) -> nn.Module:
+    """GELAN's backbone of a size: one column, or two routed ones for GELAN-E."""
+    return DualGELANBackbone(size) if gelan_size(size).dual else GELANBackbone(size)
 
 
 class GELANTopDown(nn.Module):

@@ -15,48 +15,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from yolor_lightning.models.gelan import GELANBackbone, GELANTopDown, gelan_size, round_channels
+from yolor_lightning.models.gelan import GELANBackbone, GELANTopDown, gelan_size
 from yolor_lightning.models.registry import AUXILIARY_BRANCHES, DETECTION_HEADS
+from yolor_lightning.models.routing import Routes
 
 HeadFactory = Callable[[tuple[int, ...]], nn.Module]
 """Builds a branch's det head on maps of the given channels."""
 
 
 class RoutedAuxiliary(nn.Module):
-    """The auxiliary GELAN backbone fed by the main backbone's maps (`backbone_channels`,
-    P3 to P5), and its det head."""
+    """The auxiliary GELAN column, into which the main backbone's maps (`backbone_channels`,
+    P3 to P5) are routed after its P3 to P5 downsamples (`models.routing`), and its det head."""
 
     def __init__(self, size: str, backbone_channels: Sequence[int], make_head: HeadFactory):
         super().__init__()
         self.column = GELANBackbone(size)
-        self.widths = [round_channels(down) for down, _ in gelan_size(size).stages]
-        self.routes = nn.ModuleList(
-            nn.Conv2d(channels, sum(self.widths[: level + 1]), 1)
-            for level, channels in enumerate(backbone_channels)
-        )
+        self.routes = Routes(backbone_channels, self.column.widths[-len(backbone_channels) :])
         self.head = make_head(self.column.out_channels)
 
-    def columns(self, images: torch.Tensor, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The auxiliary backbone's maps, finest first."""
-        routed = [
-            route(x).split(self.widths[: level + 1], 1)
-            for level, (route, x) in enumerate(zip(self.routes, features, strict=True))
-        ]
-        x = self.column.stem(images)
-        outputs = []
-        for level, (downsample, block) in enumerate(self.column.stages):
-            x = downsample(x)
-            for source in routed[level:]:
-                x = x + F.interpolate(source[level], size=x.shape[-2:], mode="nearest")
-            x = block(x)
-            outputs.append(x)
-        return outputs
-
     def forward(self, images: torch.Tensor, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return self.head(self.columns(images, features))
+        projected = self.routes.project(features)
+        return self.head(self.column.level_maps(images, self.routes, projected)[-3:])
 
 
 class TopDownAuxiliary(nn.Module):
@@ -76,7 +57,13 @@ def pgi(
     size: str, backbone_channels: Sequence[int], num_classes: int, strides: Sequence[int], head: str
 ) -> nn.Module:
     """YOLOv9's auxiliary branch of a GELAN size, with a plain `head` (no implicit sites)."""
-    branch = TopDownAuxiliary if gelan_size(size).light else RoutedAuxiliary
+    spec = gelan_size(size)
+    if spec.dual:
+        raise ValueError(
+            "YOLOv9-E's auxiliary branch (a top-down path on the first backbone column) is not "
+            "built: model.auxiliary=pgi takes sizes t, s, m, c"
+        )
+    branch = TopDownAuxiliary if spec.light else RoutedAuxiliary
     return branch(
         size,
         backbone_channels,

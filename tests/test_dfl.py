@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from yolor_lightning.config import ConfigValueError, check_values, compose_config
+from yolor_lightning.analysis.implicit import find_sites, folding_check, plot_pr_heatmap
+from yolor_lightning.config import ConfigValueError, check_values, compose_config, plain
+from yolor_lightning.models import build_network
 from yolor_lightning.models.dfl_head import REG_MAX, DFLHead
 from yolor_lightning.tasks.alignment import (
     Assignment,
@@ -190,3 +192,13 @@ def test_jde_reads_embeddings_at_the_dfl_heads_assigned_points() -> None:
     assert embeddings.shape == (4, module.network.heads["emb"].dim)
     assert identities.tolist() == [4, 7, 4, 7]
     assert torch.isfinite(losses["emb"])
+
+
+def test_the_analysis_api_inspects_and_folds_the_dfl_heads_sites() -> None:
+    network = build_network(plain(compose_config(["+experiment=yolor_gelan"]).model)).eval()
+    sites = find_sites(network)
+    assert {site.name for site in sites} == {"fa", "pr"}
+    assert len(sites) == 12  # fa and pr on the box and the class branch of 3 levels
+    assert folding_check(network, torch.rand(1, 3, 64, 64))["max_rel"] < 1e-5
+    with pytest.raises(ValueError, match="no anchors"):
+        plot_pr_heatmap(network)

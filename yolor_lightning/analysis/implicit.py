@@ -161,6 +161,11 @@ def _num_anchors(network: nn.Module, num_anchors: int | None) -> int:
     heads = getattr(network, "heads", {})
     if "det" not in heads:
         raise ValueError("pass num_anchors: the network has no detection head to read it from")
+    if not hasattr(heads["det"], "num_anchors"):
+        raise ValueError(
+            f"the pr heatmap has a row per anchor: the {type(heads['det']).__name__} has no "
+            "anchors (an anchor-free head's pr values are inspected with implicit_sites)"
+        )
     return int(heads["det"].num_anchors)
 
 

@@ -32,12 +32,14 @@ from yolor_lightning.models import (
 )
 from yolor_lightning.models.dfl_head import DFL_SITE_OPERATORS
 from yolor_lightning.models.gelan import GELAN_SIZES
+from yolor_lightning.models.revcol import REVCOL_SIZES
 from yolor_lightning.models.sites import SITE_OPERATORS, SITE_TASKS, site_problem
 from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES
 from yolor_lightning.tasks.weighting import WEIGHTINGS
 
 ModelSize = Enum("ModelSize", {name: name for name in MODEL_SIZES})
 GELANSize = Enum("GELANSize", {name: name for name in GELAN_SIZES})
+RevColSize = Enum("RevColSize", {name: name for name in REVCOL_SIZES})
 Backbone = Enum("Backbone", {name: name for name in BACKBONES.names})
 Neck = Enum("Neck", {name: name for name in NECKS.names})
 DetectionHead = Enum("DetectionHead", {name: name for name in DETECTION_HEADS.names})
@@ -101,6 +103,17 @@ class YOLOv4CSPSchema(ModelSchema):
 class GELANSchema(ModelSchema):
     name: str = "gelan"
     size: GELANSize = MISSING  # type: ignore[valid-type]
+
+
+@dataclass
+class RevColSchema(ModelSchema):
+    """RevCol: `reversible` backward (recompute instead of store), `drop_path` (null: the
+    size's rate)."""
+
+    name: str = "revcol"
+    size: RevColSize = MISSING  # type: ignore[valid-type]
+    reversible: bool = True
+    drop_path: float | None = None
 
 
 def _schema_of(frozen: type) -> type:
@@ -237,6 +250,7 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(group="model", name="yolov4_csp_schema", node=YOLOv4CSPSchema)
     store.store(group="model", name="gelan_schema", node=GELANSchema)
+    store.store(group="model", name="revcol_schema", node=RevColSchema)
     store.store(group="task", name="task_schema", node=TaskSchema)
     store.store(group="data", name="data_schema", node=DataSchema)
     store.store(group="data", name="shapes_data_schema", node=ShapesDataSchema)
@@ -309,6 +323,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.emb.margin": (_positive, "> 0"),
     **{f"task.weighting.weights.{t}": (_non_negative, ">= 0") for t in TASKS},
     "model.embedding_dim": (_positive, "> 0"),
+    "model.drop_path": (_below_one, "in [0, 1) (or null: the size's rate)"),
     "seed": (lambda v: v == int(v) and 0 <= v <= 2**32 - 1, "an integer in [0, 2**32 - 1]"),
     "data.num_workers": (_non_negative, ">= 0"),
     "data.augment.mosaic": (_fraction, "in [0, 1] (a probability)"),

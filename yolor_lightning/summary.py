@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from yolor_lightning.analysis.complexity import model_cost
+from yolor_lightning.analysis.complexity import count_gflops, count_parameters, model_cost
 from yolor_lightning.config import check_values, compose_config, plain
 from yolor_lightning.models import build_network
 from yolor_lightning.results import implicit_choices
@@ -40,6 +40,20 @@ def summarize(cfg: DictConfig) -> dict[str, Any]:
         "image_size": cfg.data.image_size,
         "implicit": implicit_choices(model["implicit"])["implicit"],
         **{key: round(value, 3) if "gflops" in key else value for key, value in cost.items()},
+        **cost_of_classification_form(network.backbone),
+    }
+
+
+def cost_of_classification_form(backbone: torch.nn.Module) -> dict[str, int | float]:
+    """Parameters and GFLOPs at 224 of the backbone's ImageNet form, for a backbone whose
+    official counts are given for it (`classification_form()`: RevCol); else nothing."""
+    if not hasattr(backbone, "classification_form"):
+        return {}
+    with torch.device("meta"):
+        classifier = backbone.classification_form()
+    return {
+        "params_classification": count_parameters(classifier),
+        "gflops_classification_224": round(count_gflops(classifier, 224), 3),
     }
 
 

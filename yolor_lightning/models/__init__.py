@@ -2,11 +2,18 @@
 heads), the task heads, and `build_network`, which assembles them from a model config.
 
 Importing this package registers the built-in parts: YOLOv4-CSP's `cspdarknet53` and `csp_pan`,
-GELAN's `gelan` and `gelan_pan`, the detection heads `anchor` and `dfl`, YOLOv9's auxiliary
-branch `pgi`.
+GELAN's `gelan` and `gelan_pan`, RevCol's `revcol` and `revcol_fpn`, the detection heads `anchor`
+and `dfl`, YOLOv9's auxiliary branch `pgi`.
 """
 
-from yolor_lightning.models import dfl_head, gelan, head, pgi, yolo  # noqa: F401 (registers parts)
+from yolor_lightning.models import (  # noqa: F401 (registers parts)
+    dfl_head,
+    gelan,
+    head,
+    pgi,
+    revcol,
+    yolo,
+)
 from yolor_lightning.models.head import DEFAULT_ANCHORS, DetectionHead
 from yolor_lightning.models.network import (
     TASKS,

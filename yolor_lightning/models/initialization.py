@@ -42,7 +42,9 @@ def initialize(module: nn.Module, seed: int) -> None:
     Each module that holds parameters must have ``reset_parameters()`` (torch's layers do, and so
     do this project's); afterwards, modules with ``init_output_priors()`` (the detection head's
     objectness and class bias priors, which go on top of their convolutions' default init)
-    apply them. The global RNG state is left as it was.
+    apply them, and modules that draw random numbers in their forward pass (`seed_draws()`:
+    RevCol's drop path) are given the run's seed for their own streams. The global RNG state is
+    left as it was.
     """
     keys = init_keys(module)
     missing = sorted(
@@ -60,3 +62,5 @@ def initialize(module: nn.Module, seed: int) -> None:
     for child in module.modules():
         if hasattr(child, "init_output_priors"):
             child.init_output_priors()
+        if hasattr(child, "seed_draws"):
+            child.seed_draws(seed)

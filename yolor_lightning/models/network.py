@@ -118,11 +118,13 @@ def build_heads(
 
 def build_network(model: Mapping[str, Any]) -> UnifiedNetwork:
     """The network of a model config (`conf/model/*.yaml`, resolved to plain values): the
-    registered `backbone` and `neck` at `size`, and a head per task of `tasks` (default det),
+    registered `backbone` (with the options it registered, e.g. RevCol's `reversible`) and
+    `neck` at `size`, and a head per task of `tasks` (default det),
     the det head being the registered `head` (default anchor), with the `implicit` sites, and
     the registered `auxiliary` branch when one is named (it needs det).
     A config without parts (a checkpoint from before parts had names) is YOLOv4-CSP's."""
-    backbone = BACKBONES.build(model.get("backbone", "cspdarknet53"), model["size"])
+    name = model.get("backbone", "cspdarknet53")
+    backbone = BACKBONES.build(name, model["size"], **BACKBONES.options_of(name, model))
     neck = NECKS.build(model.get("neck", "csp_pan"), tuple(backbone.out_channels), model["size"])
     heads = build_heads(
         neck.out_channels,

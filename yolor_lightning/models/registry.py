@@ -4,8 +4,10 @@ A part's module registers a factory under a name (`@BACKBONES.register("gelan")`
 it (`model.backbone=gelan`), and `yolor_lightning.models.network.build_network` assembles the
 parts. The contracts the factories keep:
 
-- backbone `(size) -> module`: `forward(images) -> [maps]`, finest first, with the attributes
-  `out_channels` and `strides` (one entry per map, as timm's `feature_info`);
+- backbone `(size, **options) -> module`: `forward(images) -> [maps]`, finest first, with the
+  attributes `out_channels` and `strides` (one entry per map, as timm's `feature_info`);
+  `options` are the model-config keys the backbone was registered with
+  (`@BACKBONES.register("revcol", options=("reversible", "drop_path"))`);
 - neck `(in_channels, size) -> module`: `forward(maps) -> [maps]` at the same strides, with the
   attribute `out_channels`;
 - detection head `(in_channels, num_classes, strides, implicit) -> module`: `forward(maps)`
@@ -19,7 +21,7 @@ parts. The contracts the factories keep:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
@@ -33,17 +35,24 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._factories: dict[str, Callable[..., nn.Module]] = {}
+        self._options: dict[str, tuple[str, ...]] = {}
 
-    def register(self, name: str) -> Callable[[Factory], Factory]:
-        """Decorator: register a factory under `name` (a name is registered once)."""
+    def register(self, name: str, options: tuple[str, ...] = ()) -> Callable[[Factory], Factory]:
+        """Decorator: register a factory under `name` (a name is registered once); `options`:
+        the model-config keys it takes as keyword arguments (see `options_of`)."""
 
         def add(factory: Factory) -> Factory:
             if name in self._factories:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._factories[name] = factory
+            self._options[name] = options
             return factory
 
         return add
+
+    def options_of(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of part `name` that `config` (a model config) sets."""
+        return {key: config[key] for key in self._options.get(name, ()) if key in config}
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
 from yolor_lightning.implicit import fold
 from yolor_lightning.models import UnifiedNetwork, build_network
 from yolor_lightning.models.fusion import fuse
+from yolor_lightning.predict.categories import categories_of
 
 ARGUMENTS = ("ckpt", "out", "image_size")
 FOLDED_CHECKPOINT = "model_folded.pt"
@@ -68,6 +69,13 @@ class DeployedNetwork(nn.Module):
         return tuple(ready)
 
 
+def deployed_form(network: UnifiedNetwork) -> UnifiedNetwork:
+    """The network as it is deployed: PGI's auxiliary branch dropped (it trains, never deploys)
+    and every implicit tensor folded into its convolution; a copy, in eval mode."""
+    folded = fold(network.eval().without_auxiliary())
+    return folded.to(memory_format=torch.contiguous_format).eval()
+
+
 def load_folded(path: str | Path) -> UnifiedNetwork:
     """Rebuild the plain network written by :func:`export`."""
     saved = load_checkpoint(path)
@@ -83,8 +91,7 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
         raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
     checkpoint = load_checkpoint(ckpt)
     module = module_from_checkpoint(checkpoint)
-    network = module.network.eval().without_auxiliary()  # PGI's branch trains, never deploys
-    folded = fold(network).to(memory_format=torch.contiguous_format)
+    folded = deployed_form(module.network)
     model = module.hparams.model
     size = image_size or checkpoint.get("datamodule_hyper_parameters", {}).get("image_size")
     if not size:
@@ -100,6 +107,8 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
             "num_classes": int(model["num_classes"]),
             "tasks": list(folded.tasks),
             "embedding_dim": int(model.get("embedding_dim", 128)),
+            "image_size": int(size),
+            "categories": categories_of(checkpoint),
             "folded_from": {"checkpoint": str(ckpt), "implicit": model.get("implicit")},
             "state_dict": folded.state_dict(),
         },

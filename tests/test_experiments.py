@@ -49,6 +49,8 @@ NETWORK_ROWS = {  # GELAN / YOLOv9 (issue 12): experiment -> (model, implicit)
     "yolor_gelan": ("gelan", "fa:add:vector+pr:mul:vector"),
     "yolov9": ("yolov9", "none"),
     "yolor_yolov9": ("yolov9", "fa:add:vector+pr:mul:vector"),
+    "revcol": ("revcol", "none"),  # RevCol (issue 13)
+    "yolor_revcol": ("revcol", "fa:add:vector+pr:mul:vector"),
 }
 TASKS_OF = {"cls_only": ["cls"], "jdc": ["det", "cls"], "ijdc": ["det", "cls"]}
 TASKS_OF |= {"jde": ["det", "emb"], "ijde": ["det", "emb"]}

@@ -71,7 +71,7 @@ def test_a_backbone_without_its_contract_is_refused() -> None:
 
 
 @pytest.mark.parametrize("head", ["anchor", "dfl"])
-@pytest.mark.parametrize("model", ["yolov4_csp", "gelan"])
+@pytest.mark.parametrize("model", ["yolov4_csp", "gelan", "revcol"])
 def test_every_backbone_takes_every_head_and_folds(model: str, head: str) -> None:
     torch.manual_seed(0)
     network = build_network(

@@ -5,13 +5,16 @@ backbone of every head and task."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
+from test_train import STEPS_PER_EPOCH, TINY_RUN
 from torch import nn
 
 from yolor_lightning.analysis.complexity import count_gflops, count_parameters
 from yolor_lightning.config import compose_config, plain
+from yolor_lightning.export import export, load_folded
 from yolor_lightning.models import build_network
 from yolor_lightning.models.initialization import initialize
 from yolor_lightning.models.revcol import (
@@ -21,8 +24,9 @@ from yolor_lightning.models.revcol import (
     RevColSize,
 )
 from yolor_lightning.models.revcol_blocks import DropPath
+from yolor_lightning.report import write_report
 from yolor_lightning.summary import summarize
-from yolor_lightning.train import build_module
+from yolor_lightning.train import build_module, train
 
 # megvii-research/RevCol: ImageNet-1K classification form (no intermediate supervision heads).
 OFFICIAL_PARAMETERS = {"t": 30_456_168, "s": 60_568_424, "b": 138_616_408}
@@ -222,3 +226,22 @@ def test_cls_head_reads_the_revcol_neck() -> None:
     network = build_network(plain(compose_config(["+experiment=revcol", "task=cls"]).model))
     with torch.no_grad():
         assert network.eval()(torch.rand(2, 3, 64, 64))["cls"].shape == (2, 8)
+
+
+@pytest.mark.slow
+def test_yolor_revcol_trains_reversibly_evaluates_exports_and_reports(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    overrides = ["+experiment=yolor_revcol", *TINY_RUN, "trainer.max_epochs=1", "logger=csv"]
+    results = train(compose_config([*overrides, f"output_dir={run}"]))
+    assert results["status"] == "finished" and results["experiment"] == "yolor_revcol"
+    assert results["config"]["model"]["reversible"] is True
+    assert results["choices"]["implicit"] == "fa:add:vector+pr:mul:vector"
+    assert 0 <= results["metrics"]["AP"] <= 1
+    revcol = build_network({**plain(compose_config(["model=revcol"]).model), "num_classes": 8})
+    assert results["model"]["params"] > results["model"]["params_folded"]
+    assert results["model"]["params_folded"] == count_parameters(revcol)
+    folded = load_folded(export(run / "checkpoints" / "best.ckpt")["checkpoint"])
+    assert count_parameters(folded) == count_parameters(revcol)
+    assert int(folded.backbone.forward_passes) == STEPS_PER_EPOCH  # one drop-path draw per step
+    report = write_report([run], tmp_path / "report", resamples=0)
+    assert "yolor_revcol" in report.markdown

@@ -5,10 +5,14 @@ backbone of every head and task."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import STEPS_PER_EPOCH as DDP_STEPS_PER_EPOCH
+from cli_runs import TINY, offline_environment, run
 from test_train import STEPS_PER_EPOCH, TINY_RUN
 from torch import nn
 
@@ -245,3 +249,16 @@ def test_yolor_revcol_trains_reversibly_evaluates_exports_and_reports(tmp_path: 
     assert int(folded.backbone.forward_passes) == STEPS_PER_EPOCH  # one drop-path draw per step
     report = write_report([run], tmp_path / "report", resamples=0)
     assert "yolor_revcol" in report.markdown
+
+
+@pytest.mark.slow
+def test_reversible_revcol_trains_with_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    """The reversible Function returns the parameters' gradients through autograd (they are
+    its inputs), so DDP's reducer sees each parameter once per step: no static graph needed."""
+    environment = offline_environment(Path(os.environ["YOLOR_LIGHTNING_CACHE"]))
+    arguments = ["+experiment=yolor_revcol", "trainer=ddp_cpu", "trainer.max_epochs=1", *TINY]
+    run("yolor_lightning", *arguments, cwd=tmp_path, env=environment)
+    (folder,) = tmp_path.glob("outputs/*/*")
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "finished" and results["config"]["model"]["reversible"]
+    assert (results["epochs"], results["steps"]) == (1, DDP_STEPS_PER_EPOCH[2])

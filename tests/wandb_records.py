@@ -79,3 +79,15 @@ def read_run(folder: Path) -> OfflineRun:
 def offline_runs(run_folder: Path) -> list[OfflineRun]:
     """Every W&B run a run folder holds, oldest first."""
     return [read_run(folder) for folder in sorted(run_folder.glob("wandb/offline-run-*"))]
+
+
+def history(folder: Path) -> list[dict[str, Any]]:
+    """The rows an ``offline-run-*`` folder's run logged (``wandb.log``), in order."""
+    (log,) = folder.glob("run-*.wandb")
+    rows = []
+    for record in records(log):
+        if record.WhichOneof("record_type") == "history":
+            row: dict[str, Any] = {}
+            _apply(row, record.history.item)
+            rows.append(row)
+    return rows

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from yolor_lightning.analysis.complexity import model_cost
-from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA
+from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA, ValidationMedia
 from yolor_lightning.checkpoints import load_checkpoint
 from yolor_lightning.cluster import cluster_environment, distributed_job, resume_from
 from yolor_lightning.config import check_values, plain, register_schemas
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
 CHECKPOINTS = "checkpoints"
+MEDIA = "media"
 
 
 def build_module(cfg: DictConfig, datamodule: LightningDataModule | None = None) -> UnifiedModule:
@@ -109,6 +110,8 @@ def build_callbacks(
         )
     if settings.ema.enabled:
         callbacks.append(RampedEMA(decay=settings.ema.decay, ramp_steps=settings.ema.ramp_steps))
+    if settings.media:
+        callbacks.append(ValidationMedia(output_dir / MEDIA, **settings.media))
     if settings.progress_bar:
         if settings.progress_bar not in PROGRESS_BARS:
             raise ValueError(

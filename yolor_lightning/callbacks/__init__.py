@@ -2,5 +2,6 @@
 
 from yolor_lightning.callbacks.checkpoint_io import AtomicCheckpointIO
 from yolor_lightning.callbacks.ema import RampedEMA
+from yolor_lightning.callbacks.media import ValidationMedia
 
-__all__ = ["AtomicCheckpointIO", "RampedEMA"]
+__all__ = ["AtomicCheckpointIO", "RampedEMA", "ValidationMedia"]

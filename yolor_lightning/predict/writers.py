@@ -18,31 +18,21 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.io import write_jpeg
-from torchvision.utils import draw_bounding_boxes
 
 from yolor_lightning.atomic import atomic_path
+from yolor_lightning.drawing import draw_boxes
 from yolor_lightning.predict.categories import Categories
 from yolor_lightning.predict.detections import ImagePrediction
 
 COCO_FILE = "predictions.json"
 ARRAYS_FILE = "predictions.npz"
-# Box colours by label, cycled (matplotlib's tab10).
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
-PALETTE += ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def draw(prediction: ImagePrediction, categories: Categories) -> torch.Tensor:
     """The frame with a box, its class name and score per detection (uint8 [3, H, W])."""
-    labels = prediction.labels.tolist()
-    return draw_bounding_boxes(
-        prediction.frame.image,
-        prediction.boxes,
-        labels=[
-            f"{categories[label]['name']} {score:.2f}"
-            for label, score in zip(labels, prediction.scores.tolist(), strict=True)
-        ],
-        colors=[PALETTE[label % len(PALETTE)] for label in labels],
-        width=2,
+    names = [category["name"] for category in categories]
+    return draw_boxes(
+        prediction.frame.image, prediction.boxes, prediction.labels, names, prediction.scores
     )
 
 

@@ -14,9 +14,9 @@ import torch
 from cli_runs import STEPS_PER_EPOCH as DDP_STEPS_PER_EPOCH
 from cli_runs import TINY, offline_environment, run
 from test_train import STEPS_PER_EPOCH, TINY_RUN
-from torch import nn
 
 from yolor_lightning.analysis.complexity import count_gflops, count_parameters
+from yolor_lightning.analysis.memory import saved_activation_bytes
 from yolor_lightning.config import compose_config, plain
 from yolor_lightning.export import export, load_folded
 from yolor_lightning.models import build_network
@@ -129,32 +129,14 @@ def test_reversible_backward_gives_the_ordinary_gradients_with_drop_path(
         assert relative_error(gradient, expected) < tolerance, name
 
 
-def saved_activation_bytes(backbone: nn.Module, images: torch.Tensor) -> int:
-    """Bytes of the unique storages autograd keeps for the backward pass of one forward,
-    parameters left out."""
-    parameters = {p.untyped_storage().data_ptr() for p in backbone.parameters()}
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        levels = backbone.columns_forward(images)
-    del levels
-    return sum(storages.values())
-
-
 def test_reversible_columns_keep_a_quarter_of_the_activations_and_only_their_outputs() -> None:
     images = torch.rand(2, 3, 32, 32)
     saved = {}
     for columns in (4, 5):
         reversible, ordinary = small_pair(torch.float32, columns)
-        saved[columns] = (
-            saved_activation_bytes(reversible, images),
-            saved_activation_bytes(ordinary, images),
+        saved[columns] = tuple(
+            saved_activation_bytes(backbone, lambda b=backbone: b.columns_forward(images))
+            for backbone in (reversible, ordinary)
         )
     (reversible_4, ordinary_4), (reversible_5, _) = saved[4], saved[5]
     assert reversible_4 < ordinary_4 / 4

@@ -75,11 +75,14 @@ def test_classification_form_has_the_official_parameter_count(size: str) -> None
     assert count_parameters(classifier) == OFFICIAL_PARAMETERS[size]
 
 
-def test_revcol_t_costs_the_official_multiply_adds_at_224() -> None:
-    """RevCol's README: RevCol-T 4.5G multiply-adds at 224, 9.0 GFLOPs in this project's count."""
+@pytest.mark.parametrize(("size", "multiply_adds"), [("t", 4.5), ("s", 9.0), ("b", 16.6)])
+def test_classification_form_costs_the_official_multiply_adds_at_224(
+    size: str, multiply_adds: float
+) -> None:
+    """RevCol's README gives multiply-adds; this project counts two FLOPs per multiply-add."""
     with torch.device("meta"):
-        classifier = RevColClassifier(RevColBackbone("t"))
-    assert count_gflops(classifier, 224) == pytest.approx(9.0, abs=0.1)
+        classifier = RevColClassifier(RevColBackbone(size))
+    assert count_gflops(classifier, 224) == pytest.approx(2 * multiply_adds, abs=0.1)
 
 
 def test_summary_prints_the_classification_form() -> None:

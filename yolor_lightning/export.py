@@ -17,22 +17,24 @@ convolution (:func:`yolor_lightning.implicit.fold`) and writes, into ``out`` (de
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 from torch import Tensor, nn
 
 from yolor_lightning.atomic import atomic_path
 from yolor_lightning.callbacks.checkpoint_io import atomic_torch_save
 from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
+from yolor_lightning.cli import tool_config
 from yolor_lightning.implicit import fold
 from yolor_lightning.models import UnifiedNetwork, build_network
 from yolor_lightning.models.fusion import fuse
 from yolor_lightning.predict.categories import categories_of
 
-ARGUMENTS = ("ckpt", "out", "image_size")
 FOLDED_CHECKPOINT = "model_folded.pt"
 FOLDED_ONNX = "model_folded.onnx"
 
@@ -135,25 +137,21 @@ def _export_onnx(deployed: DeployedNetwork, image_size: int, path: Path) -> None
         )
 
 
-def parse_arguments(argv: list[str]) -> dict[str, str]:
-    """``key=value`` arguments, as Hydra overrides look; unknown keys name the allowed ones."""
-    arguments = {}
-    for argument in argv:
-        key, separator, value = argument.partition("=")
-        if not separator or key not in ARGUMENTS:
-            raise SystemExit(
-                f"export: bad argument {argument!r}; expected key=value with key in {ARGUMENTS}"
-            )
-        arguments[key] = value
-    if "ckpt" not in arguments:
-        raise SystemExit("export: ckpt=PATH is required")
-    return arguments
+@dataclass
+class ExportSchema:
+    """Types of conf/export.yaml."""
+
+    ckpt: str = MISSING
+    out: str | None = None
+    image_size: int | None = None
+
+
+ConfigStore.instance().store(name="export_schema", node=ExportSchema)
 
 
 def main(argv: list[str] | None = None) -> None:
-    arguments = parse_arguments(list(sys.argv[1:] if argv is None else argv))
-    image_size = int(arguments["image_size"]) if "image_size" in arguments else None
-    written = export(arguments["ckpt"], arguments.get("out"), image_size)
+    cfg = tool_config("yolor_lightning.export", "export", argv)
+    written = export(cfg.ckpt, cfg.out, cfg.image_size)
     print(f"folded checkpoint: {written['checkpoint']}")
     print(f"ONNX ({written['image_size']}x{written['image_size']}): {written['onnx']}")
 

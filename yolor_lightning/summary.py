@@ -1,16 +1,15 @@
-"""``python -m yolor_lightning.summary [overrides] [--json]``: parameters and GFLOPs of a config.
+"""``python -m yolor_lightning.summary [overrides] [summary.format=json]``: parameters and GFLOPs.
 
 Takes the same overrides as training and prints the exact parameter count and the GFLOPs at the
 configured image size (``data.image_size``), in training form, with the implicit knowledge
 folded into the prediction convs (``params_folded``, ``gflops_folded``) and in inference form
 (``params_fused``, ``gflops_fused``: batch norms and RepConvN branches fused too), as a table
-or, with ``--json``, as JSON.
+or as JSON (``summary.format=json``, or ``--json`` for short).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import torch
@@ -19,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from yolor_lightning.analysis.complexity import count_gflops, count_parameters, model_cost
-from yolor_lightning.config import check_values, compose_config, plain
+from yolor_lightning.cli import ToolConfigError, tool_config
+from yolor_lightning.config import check_values, plain
 from yolor_lightning.models import build_network
 from yolor_lightning.results import implicit_choices
 
@@ -57,6 +57,9 @@ def cost_of_classification_form(backbone: torch.nn.Module) -> dict[str, int | fl
     }
 
 
+FORMATS = ("table", "json")
+
+
 def print_table(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['model']} ({summary['size']})")
     table.add_column("")
@@ -67,11 +70,12 @@ def print_table(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    as_json = "--json" in arguments
-    overrides = [argument for argument in arguments if argument != "--json"]
-    summary = summarize(compose_config(overrides))
-    if as_json:
+    cfg = tool_config("yolor_lightning.summary", "summary", argv, {"--json": "summary.format=json"})
+    if cfg.summary.format not in FORMATS:
+        allowed = ", ".join(FORMATS)
+        raise ToolConfigError(f"summary: summary.format={cfg.summary.format!r}: allowed {allowed}")
+    summary = summarize(cfg)
+    if cfg.summary.format == "json":
         print(json.dumps(summary))
     else:
         print_table(summary)

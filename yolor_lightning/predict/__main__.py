@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import hydra
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING
 
+from yolor_lightning.cli import tool_config
 from yolor_lightning.predict.pipeline import predict
 
 
@@ -28,8 +28,8 @@ class PredictSchema:
 ConfigStore.instance().store(name="predict_schema", node=PredictSchema)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://yolor_lightning.conf", config_name="predict")
-def main(cfg: DictConfig) -> None:
+def main(argv: list[str] | None = None) -> None:
+    cfg = tool_config("yolor_lightning.predict", "predict", argv)
     written = predict(
         cfg.ckpt, cfg.source, cfg.out, cfg.conf, cfg.iou, cfg.image_size, cfg.batch_size, cfg.draw
     )

@@ -23,6 +23,8 @@ def draw_boxes(
 ) -> torch.Tensor:
     """``image`` (uint8 [3, H, W]) with each xyxy box and its class name (and score) drawn, in
     its class's colour, or in ``color`` for all."""
+    if not len(boxes):  # torchvision warns on an empty draw
+        return image
     labels_list = labels.tolist()
     texts = [names[label] for label in labels_list]
     if scores is not None:

@@ -34,6 +34,18 @@ CANDIDATES: dict[str, list[str]] = {
     # today's default recipe (shapes_cpu: 256 px, fp32, 6 epochs, lr 0.04), one loader worker
     # per process so that two runs side by side do not oversubscribe the two cores
     "today": ["trainer.precision=32-true", "data.num_workers=1"],
+    # the same recipe in bfloat16 mixed precision: paired with `today` seed by seed
+    "today_bf16": ["trainer.precision=bf16-mixed", "data.num_workers=1"],
+    # a cheaper step (192 px, bf16) buys twice the epochs, so that runs end nearer their plateau;
+    # a 1,000-image validation split for less evaluation noise, validated every third epoch
+    "plateau": [
+        "trainer.precision=bf16-mixed",
+        "data.num_workers=1",
+        "data.image_size=192",
+        "trainer.max_epochs=12",
+        "trainer.check_val_every_n_epoch=3",
+        "data.shapes.num_val=1000",
+    ],
 }
 
 

@@ -1,5 +1,6 @@
-"""The metrics of the best checkpoint after fit: the last validation's when the best checkpoint
-is the last step's weights, one more validation pass otherwise (real tiny runs)."""
+"""The metrics of the evaluated checkpoint after fit (the best, or with
+``callbacks.checkpoint.evaluate=last`` the last): the last validation's when it is the last
+step's weights, one more validation pass otherwise (real tiny runs)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from lightning.pytorch.loggers import CSVLogger
 from yolor_lightning.checkpoints import load_checkpoint
 from yolor_lightning.config import compose_config
 from yolor_lightning.train import (
-    best_checkpoint_metrics,
     build_callbacks,
     build_datamodule,
     build_module,
     build_trainer,
+    checkpoint_metrics,
+    evaluated_checkpoint,
 )
 
 NUM_VAL = 16  # cli_runs.TINY's validation split
@@ -40,7 +42,7 @@ class ValidationPasses(Callback):
 def fit_and_evaluate(
     output_dir: Path, *overrides: str
 ) -> tuple[dict, ValidationPasses, str, L.LightningModule]:
-    """Fit the tiny run as ``train`` does, then take the best checkpoint's metrics."""
+    """Fit the tiny run as ``train`` does, then take the evaluated checkpoint's metrics."""
     cfg = compose_config([*TINY, f"output_dir={output_dir}", *overrides])
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -48,8 +50,8 @@ def fit_and_evaluate(
     passes = ValidationPasses()
     trainer = build_trainer(cfg, output_dir, [CSVLogger(output_dir)], [*callbacks, passes])
     trainer.fit(module, datamodule=datamodule)
-    best = checkpoint.best_model_path
-    return best_checkpoint_metrics(trainer, module, datamodule, best), passes, best, module
+    evaluated = evaluated_checkpoint(cfg.callbacks, checkpoint, output_dir)
+    return checkpoint_metrics(trainer, module, datamodule, evaluated), passes, evaluated, module
 
 
 @pytest.mark.slow
@@ -73,3 +75,22 @@ def test_weights_moved_after_the_best_checkpoint_are_validated_once_more(tmp_pat
     assert load_checkpoint(best)["global_step"] == STEPS_PER_EPOCH[1]
     assert len(passes.metrics) == 2  # epoch 0's validation, then the final pass
     assert final == passes.metrics[1] == passes.metrics[0]
+
+
+@pytest.mark.slow
+def test_evaluate_last_reports_the_final_weights_not_the_best_epoch(tmp_path: Path) -> None:
+    final, passes, evaluated, _ = fit_and_evaluate(
+        tmp_path, "trainer.max_epochs=2", "callbacks.checkpoint.evaluate=last"
+    )
+    assert Path(evaluated).name == "last.ckpt"
+    assert load_checkpoint(evaluated)["global_step"] == 2 * STEPS_PER_EPOCH[1]
+    assert len(passes.metrics) == 2  # the two epochs' validations, no final pass
+    assert final == passes.metrics[1]
+
+
+def test_an_unknown_evaluated_checkpoint_is_refused_naming_the_key(tmp_path: Path) -> None:
+    cfg = compose_config([*TINY, "callbacks.checkpoint.evaluate=worst"])
+    with pytest.raises(
+        ValueError, match=r"callbacks\.checkpoint\.evaluate='worst'.*'best', 'last'"
+    ):
+        build_callbacks(cfg.callbacks, tmp_path)

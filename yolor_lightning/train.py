@@ -46,6 +46,8 @@ register_schemas()
 log = logging.getLogger(__name__)
 
 PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
+EVALUATED_WEIGHTS = ("best", "last")
+"""What ``callbacks.checkpoint.evaluate`` may choose (see :func:`evaluated_checkpoint`)."""
 CHECKPOINTS = "checkpoints"
 MEDIA = "media"
 
@@ -88,6 +90,16 @@ def build_callbacks(
     only refreshes it when the monitored metric improves, which would resume a run from its best
     epoch instead of its latest.
     """
+    evaluate = settings.checkpoint.evaluate
+    if evaluate not in EVALUATED_WEIGHTS:
+        raise ValueError(
+            f"config key callbacks.checkpoint.evaluate={evaluate!r} is unknown: allowed values "
+            f"are {list(EVALUATED_WEIGHTS)}"
+        )
+    if evaluate == "last" and not settings.checkpoint.save_last:
+        raise ValueError(
+            "callbacks.checkpoint.evaluate=last needs callbacks.checkpoint.save_last=true"
+        )
     folder = output_dir / CHECKPOINTS
     checkpoint = ModelCheckpoint(
         dirpath=folder,
@@ -212,21 +224,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
 
 
-def best_checkpoint_metrics(
-    trainer: L.Trainer, module: UnifiedModule, datamodule: LightningDataModule, best: str | None
-) -> dict[str, float]:
-    """The validation metrics of the best checkpoint, after ``trainer.fit``.
+def evaluated_checkpoint(
+    settings: DictConfig, best: ModelCheckpoint, output_dir: Path
+) -> str | None:
+    """The checkpoint whose metrics results.json reports (``callbacks.checkpoint.evaluate``):
+    ``best``, the best validated epoch's, or ``last``, the final EMA weights (the best of several
+    noisy validations is biased upwards: a winner's curse that ``last`` does not have)."""
+    if settings.checkpoint.evaluate == "best":
+        return best.best_model_path or None
+    last = last_checkpoint(output_dir)
+    return str(last) if last.is_file() else None
 
-    When the best checkpoint holds the weights of the fit's last step, the fit's last validation
-    measured exactly these weights (the EMA weights the module holds after fit): its metrics
-    are returned and the module's evaluator keeps that validation's per-image results. Otherwise
-    (weights moved since, no validation in this fit, no best checkpoint) the best checkpoint is
-    validated once more on the whole validation split.
+
+def checkpoint_metrics(
+    trainer: L.Trainer, module: UnifiedModule, datamodule: LightningDataModule, path: str | None
+) -> dict[str, float]:
+    """The validation metrics of the checkpoint ``path``, after ``trainer.fit``.
+
+    When it holds the weights of the fit's last step, the fit's last validation measured
+    exactly these weights (the EMA weights the module holds after fit): its metrics are returned
+    and the module's evaluator keeps that validation's per-image results. Otherwise (weights
+    moved since, no validation in this fit, no checkpoint) it is validated once more on the
+    whole validation split.
     """
     validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if validated and best and load_checkpoint(best)["global_step"] == trainer.global_step:
+    if validated and path and load_checkpoint(path)["global_step"] == trainer.global_step:
         return validated
-    (final,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    (final,) = trainer.validate(module, datamodule=datamodule, ckpt_path=path, verbose=False)
     return final
 
 
@@ -242,7 +266,8 @@ def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) ->
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     fit_seconds = time.perf_counter() - started
     best = checkpoint.best_model_path or None
-    final = best_checkpoint_metrics(trainer, module, datamodule, best)
+    evaluated = evaluated_checkpoint(cfg.callbacks, checkpoint, output_dir)
+    final = checkpoint_metrics(trainer, module, datamodule, evaluated)
 
     metrics = {key.removeprefix("val/"): float(value) for key, value in final.items()}
     unmeasured = [name for name, value in metrics.items() if not math.isfinite(value)]
@@ -262,6 +287,7 @@ def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) ->
         "precision": trainer.precision,
         "fit_seconds": round(fit_seconds, 1),
         "best_checkpoint": best,
+        "evaluated_checkpoint": evaluated,
     }
     if any(datamodule.num_skipped.values()):
         log.warning("data.skip_bad skipped (split: {reason: count}): %s", datamodule.skipped)

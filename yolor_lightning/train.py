@@ -37,6 +37,7 @@ from yolor_lightning.loggers import (
 )
 from yolor_lightning.results import implicit_choices, write_results
 from yolor_lightning.run_folder import claim_run_folder, global_rank
+from yolor_lightning.run_summary import run_summary
 from yolor_lightning.tasks.finite import NonFiniteError
 from yolor_lightning.tasks.per_image import PER_IMAGE_FILE
 from yolor_lightning.tasks.unified import UnifiedModule
@@ -307,4 +308,9 @@ def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) ->
 def main(cfg: DictConfig) -> float:
     """Hydra app; returns the task's monitored validation metric so sweepers can optimise it."""
     with distributed_job(), no_wandb_run_left_open():
-        return train(cfg)["metrics"][cfg.task.monitor.removeprefix("val/")]
+        results = train(cfg)
+        summarise = global_rank() == 0
+    if summarise:
+        output_dir = Path(cfg.output_dir)
+        print(run_summary(results, output_dir, output_dir / MEDIA), flush=True)
+    return results["metrics"][cfg.task.monitor.removeprefix("val/")]

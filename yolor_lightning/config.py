@@ -203,7 +203,7 @@ class EvaluationSchema:
     conf_threshold: float = 0.001
     iou_threshold: float = 0.65
     max_detections: int = 300
-    max_candidates: int = 30000
+    max_candidates: int = 3000
 
 
 @dataclass

@@ -17,7 +17,7 @@ def complete_iou(boxes: Tensor, targets: Tensor, eps: float = 1e-7) -> Tensor:
     Why not torchvision's `complete_box_iou_loss`: it recomputes widths and heights from xyxy
     corners and takes `atan(w / h)` without eps. A predicted box whose size is below the float32
     resolution of its centre (`(2 sigmoid(t))^2 * anchor` under ~1e-7 grid cells, i.e. w and h
-    logits under about -9, which early training weights give) has `x2 - x1 == y2 - y1 == 0`
+    logits under about -9, as an early network can give) has `x2 - x1 == y2 - y1 == 0`
     there, and `atan(0 / 0)` is NaN: a NaN box loss, and through the IoU objectness target a
     NaN objectness loss. Here the sizes are used as given and the heights carry the eps.
     """

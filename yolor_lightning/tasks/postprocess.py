@@ -12,7 +12,7 @@ def non_max_suppression(
     iou_threshold: float = 0.65,
     max_detections: int = 300,
     multi_label: bool = True,
-    max_candidates: int = 30000,
+    max_candidates: int = 3000,
 ) -> list[dict[str, Tensor]]:
     """Class-aware NMS of decoded predictions, one dict of detections per image.
 

@@ -26,6 +26,7 @@ from yolor_lightning.tasks.embedding import (
 )
 from yolor_lightning.tasks.evaluation import CocoEvaluator
 from yolor_lightning.tasks.finite import NonFiniteError, non_finite
+from yolor_lightning.tasks.optimizer import sgd_kernel
 from yolor_lightning.tasks.postprocess import non_max_suppression
 from yolor_lightning.tasks.schedule import WarmupCosineSchedule
 from yolor_lightning.tasks.targets import LevelTargets
@@ -350,6 +351,7 @@ class UnifiedModule(L.LightningModule):
             lr=settings["lr"],
             momentum=settings["momentum"],
             nesterov=settings["nesterov"],
+            **sgd_kernel(self.parameters()),
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor, nn
@@ -263,6 +264,17 @@ def _label(site: Site) -> str:
     return f"{site.name} ({site.operator}, {site.prior})"
 
 
+def _draw_site(ax: Axes, members: Sequence[Site], title: str) -> None:
+    """One site's `g` per level against the channel index, the identity dashed."""
+    for site in members:
+        ax.plot(site.value().flatten().numpy(), lw=0.8, label=f"level {site.level}")
+    ax.axhline(members[0].identity, color="k", ls="--", lw=0.6)
+    ax.set_title(title)
+    ax.set_xlabel("channel (groups one after the other)")
+    ax.set_ylabel("g")
+    ax.legend(fontsize="small")
+
+
 def plot_site_vectors(network: nn.Module) -> Figure:
     """One panel per site: its `g` per level against the channel index (groups one after the
     other), with the operator's identity as a dashed line."""
@@ -272,15 +284,31 @@ def plot_site_vectors(network: nn.Module) -> Figure:
     axes = figure.subplots(max(1, len(names)), 1, squeeze=False)[:, 0]
     for ax, name in zip(axes, names, strict=False):
         members = [s for s in sites if s.name == name]
-        for site in members:
-            ax.plot(site.value().flatten().numpy(), lw=0.8, label=f"level {site.level}")
-        ax.axhline(members[0].identity, color="k", ls="--", lw=0.6)
-        ax.set_title(_label(members[0]))
-        ax.set_xlabel("channel (groups one after the other)")
-        ax.set_ylabel("g")
-        ax.legend(fontsize="small")
+        _draw_site(ax, members, _label(members[0]))
     if not names:
         axes[0].set_title("no implicit sites")
+    return figure
+
+
+def plot_vectors_side_by_side(networks: Mapping[str, nn.Module]) -> Figure:
+    """The learned `g` of several networks (e.g. one per configuration of a sweep): a row per
+    network, a column per site name any of them has; a network without that site leaves its
+    panel empty."""
+    found = {label: find_sites(network) for label, network in networks.items()}
+    names = [n for n in SITES if any(s.name == n for sites in found.values() for s in sites)]
+    rows, columns = max(1, len(found)), max(1, len(names))
+    figure = Figure(figsize=(4.5 * columns, 2.6 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for row, (label, sites) in zip(axes, found.items(), strict=False):
+        for ax, name in zip(row, names, strict=False):
+            members = [s for s in sites if s.name == name]
+            if members:
+                _draw_site(ax, members, f"{label}: {_label(members[0])}")
+            else:
+                ax.set_title(f"{label}: no {name}")
+                ax.axis("off")
+    if not names:
+        axes[0, 0].set_title("no implicit sites in these networks")
     return figure
 
 

@@ -48,6 +48,11 @@ def draw_paired(axes: Axes, comparisons: Sequence[Comparison]) -> None:
 
 
 def plot(table: Table, comparisons: Sequence[Comparison], path: Path) -> None:
+    """Write :func:`report_figure` to ``path`` (the report's PNG)."""
+    report_figure(table, comparisons).savefig(path, dpi=120)
+
+
+def report_figure(table: Table, comparisons: Sequence[Comparison]) -> Figure:
     """AP ± one sample std per configuration; paired Δ against the baseline (when any row has
     one); AP against parameters (training form).
 
@@ -57,8 +62,7 @@ def plot(table: Table, comparisons: Sequence[Comparison], path: Path) -> None:
     if not rows:
         figure = Figure(figsize=(6, 2))
         figure.text(0.5, 0.5, "no configuration reports AP", ha="center", va="center")
-        figure.savefig(path, dpi=120)
-        return
+        return figure
     ap = [100 * row.metrics["AP"].mean for row in rows]
     spread = [100 * (row.metrics["AP"].std or 0.0) for row in rows]
     labels = [wrap(row.label) for row in rows]
@@ -125,4 +129,4 @@ def plot(table: Table, comparisons: Sequence[Comparison], path: Path) -> None:
     scatter.set_ylabel("AP (%)")
     scatter.set_title("AP against parameters")
     scatter.grid(alpha=0.3)
-    figure.savefig(path, dpi=120)
+    return figure

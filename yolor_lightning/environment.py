@@ -8,7 +8,9 @@ the runs agree only statistically.
 
 from __future__ import annotations
 
+import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,48 @@ def automatic_precision() -> str:
     if torch.cuda.is_available():
         return "16-mixed"
     return "bf16-mixed" if cpu_runs_bf16_natively() else "32-true"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's, SLURM's or
+    ``taskset``'s limit), where the platform has one, else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def compute_threads(trainer: Mapping[str, Any], data_workers: int) -> int | None:
+    """The torch thread count ``trainer.threads`` asks for (``trainer`` is ``cfg.trainer``).
+
+    ``auto``: ``OMP_NUM_THREADS`` where the environment sets it (a job script's choice), else
+    each training process of the node gets its share of the usable cores less its DataLoader
+    workers, at least one. Workers busy on the same cores as the compute threads oversubscribe
+    them, and an OpenMP thread preempted by a worker stalls its peers at every barrier. An
+    integer is taken as given; ``null`` keeps torch's default (one per core).
+    """
+    setting = trainer.get("threads")
+    if setting is None:
+        return None
+    if setting == "auto" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    if setting == "auto":
+        ddp = "ddp" in str(trainer.get("strategy"))
+        devices = trainer.get("devices")
+        processes = devices if ddp and isinstance(devices, int) else 1
+        return max(1, usable_cores() // processes - data_workers)
+    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+        return setting
+    raise ValueError(
+        f"config key trainer.threads={setting!r} is invalid: allowed values are 'auto', null "
+        "or an integer >= 1"
+    )
+
+
+def set_compute_threads(threads: int) -> None:
+    """Run torch's CPU operators on ``threads`` threads, in this process and in the processes it
+    starts (``OMP_NUM_THREADS``, which Lightning's DDP strategy then keeps)."""
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def numerics_environment(data_workers: int) -> dict[str, Any]:

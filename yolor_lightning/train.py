@@ -28,7 +28,12 @@ from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA, ValidationM
 from yolor_lightning.checkpoints import load_checkpoint
 from yolor_lightning.cluster import cluster_environment, distributed_job, resume_from
 from yolor_lightning.config import check_values, plain, register_schemas
-from yolor_lightning.environment import automatic_precision, numerics_environment
+from yolor_lightning.environment import (
+    automatic_precision,
+    compute_threads,
+    numerics_environment,
+    set_compute_threads,
+)
 from yolor_lightning.loggers import (
     build_loggers,
     finish_wandb,
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
 EVALUATED_WEIGHTS = ("best", "last")
 """What ``callbacks.checkpoint.evaluate`` may choose (see :func:`evaluated_checkpoint`)."""
+RUN_OPTIONS = ("threads",)
+"""Keys of ``cfg.trainer`` that the run applies itself, not Lightning's Trainer."""
 CHECKPOINTS = "checkpoints"
 MEDIA = "media"
 
@@ -136,8 +143,11 @@ def build_callbacks(
 
 
 def trainer_arguments(settings: DictConfig) -> dict[str, Any]:
-    """``cfg.trainer`` as Trainer keyword arguments, with ``precision: auto`` resolved."""
+    """``cfg.trainer`` as Trainer keyword arguments, with ``precision: auto`` resolved and the
+    keys that are not Trainer arguments (:data:`RUN_OPTIONS`) left out."""
     arguments = plain(settings)
+    for key in RUN_OPTIONS:
+        arguments.pop(key, None)
     if arguments["precision"] == "auto":
         arguments["precision"] = automatic_precision()
     return arguments
@@ -212,6 +222,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     that writes results.json with ``status: failed`` and the reason, then raises.
     """
     check_values(cfg)
+    threads = compute_threads(plain(cfg.trainer), cfg.data.num_workers)
+    if threads is not None:
+        set_compute_threads(threads)
     output_dir = Path(cfg.output_dir)
     resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))
     if global_rank() == 0:

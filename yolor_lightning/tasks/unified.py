@@ -26,7 +26,6 @@ from yolor_lightning.tasks.embedding import (
 )
 from yolor_lightning.tasks.evaluation import CocoEvaluator
 from yolor_lightning.tasks.finite import NonFiniteError, non_finite
-from yolor_lightning.tasks.optimizer import sgd_kernel
 from yolor_lightning.tasks.postprocess import non_max_suppression
 from yolor_lightning.tasks.schedule import WarmupCosineSchedule
 from yolor_lightning.tasks.targets import LevelTargets
@@ -351,7 +350,9 @@ class UnifiedModule(L.LightningModule):
             lr=settings["lr"],
             momentum=settings["momentum"],
             nesterov=settings["nesterov"],
-            **sgd_kernel(self.parameters()),
+            # torch's CPU default is a Python loop over the tensors. Not `fused`: Lightning
+            # refuses gradient clipping under mixed precision with a fused optimizer.
+            foreach=True,
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))

@@ -1,15 +1,15 @@
-"""The fused optimiser and EMA updates give the per-tensor results on a real training step."""
+"""The foreach optimiser and EMA updates give the per-tensor results on a real training step."""
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 
 from yolor_lightning.callbacks.ema import ramped_ema_update
 from yolor_lightning.config import compose_config
-from yolor_lightning.tasks import unified
 from yolor_lightning.tasks.unified import UnifiedModule
 from yolor_lightning.train import build_module
 
@@ -42,12 +42,20 @@ def trained_module(steps: int) -> tuple[UnifiedModule, torch.optim.Optimizer]:
     return module, optimizer
 
 
-def test_fused_sgd_steps_match_the_per_tensor_loop(monkeypatch: pytest.MonkeyPatch):
-    fused, optimizer = trained_module(steps=3)
-    assert optimizer.defaults["fused"]
-    monkeypatch.setattr(unified, "sgd_kernel", lambda parameters: {"foreach": False})
-    looped, _ = trained_module(steps=3)
-    for (name, a), b in zip(fused.named_parameters(), looped.parameters(), strict=True):
+class LoopedSGD(torch.optim.SGD):
+    """SGD as torch runs it on the CPU by default: a Python loop over the tensors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "foreach": False})
+
+
+def test_foreach_sgd_steps_match_the_per_tensor_loop(monkeypatch: pytest.MonkeyPatch):
+    foreach, optimizer = trained_module(steps=3)
+    assert optimizer.defaults["foreach"]
+    monkeypatch.setattr(torch.optim, "SGD", LoopedSGD)
+    looped, optimizer = trained_module(steps=3)
+    assert not optimizer.defaults["foreach"]
+    for (name, a), b in zip(foreach.named_parameters(), looped.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 

@@ -41,10 +41,10 @@ def training_batches(cfg: Any, num_workers: int) -> Iterator[dict[str, Any]]:
         yield datamodule.on_after_batch_transfer(batch, 0)
 
 
-def autocast(precision: str) -> AbstractContextManager:
-    """What Lightning's ``precision`` plugin wraps the step in, on the CPU."""
+def autocast(precision: str, device: str = "cpu") -> AbstractContextManager:
+    """What Lightning's ``precision`` plugin (32-true or bf16-mixed) wraps the step in."""
     if precision == "bf16-mixed":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -58,7 +58,7 @@ def train_step(
 ) -> None:
     """Forward, loss, backward and the optimiser step, as Lightning runs them."""
     optimizer.zero_grad()
-    with autocast(precision):
+    with autocast(precision, batch["images"].device.type):
         loss = module.training_step(batch, 0)
     loss.backward()
     optimizer.step()

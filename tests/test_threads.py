@@ -7,7 +7,7 @@ import pytest
 from yolor_lightning import environment
 from yolor_lightning.config import compose_config, plain
 from yolor_lightning.environment import compute_threads
-from yolor_lightning.train import trainer_arguments
+from yolor_lightning.train import RUN_OPTIONS, trainer_arguments
 
 
 @pytest.fixture
@@ -52,7 +52,8 @@ def test_bad_thread_count_names_the_key_and_the_allowed_values(bad: object):
         compute_threads({"threads": bad}, data_workers=2)
 
 
-def test_threads_is_not_passed_to_lightning_trainer():
+def test_run_options_threads_and_compile_are_not_passed_to_lightning_trainer():
     cfg = compose_config([])
-    assert "threads" in plain(cfg.trainer)
-    assert "threads" not in trainer_arguments(cfg.trainer)
+    assert set(RUN_OPTIONS) == {"threads", "compile"}
+    assert set(RUN_OPTIONS) <= set(plain(cfg.trainer))
+    assert not set(RUN_OPTIONS) & set(trainer_arguments(cfg.trainer))

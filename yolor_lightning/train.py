@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
 EVALUATED_WEIGHTS = ("best", "last")
 """What ``callbacks.checkpoint.evaluate`` may choose (see :func:`evaluated_checkpoint`)."""
-RUN_OPTIONS = ("threads",)
+RUN_OPTIONS = ("threads", "compile")
 """Keys of ``cfg.trainer`` that the run applies itself, not Lightning's Trainer."""
 CHECKPOINTS = "checkpoints"
 MEDIA = "media"
@@ -273,6 +273,8 @@ def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) ->
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
+    if cfg.trainer.compile:  # in place: the module, its state_dict keys and the EMA's stay plain
+        module.network.compile(backend="inductor")
     callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir)
     loggers = run_loggers(cfg, output_dir, job_type="train")
     trainer = build_trainer(cfg, output_dir, loggers, callbacks)

@@ -40,7 +40,7 @@ def test_a_value_of_the_wrong_type_names_the_key(override):
         ("trainer.limit_val_batches=0", "a fraction in (0, 1] or a number of batches >= 1"),
         ("trainer.limit_train_batches=1.5", "a fraction in (0, 1] or a number of batches >= 1"),
         ("trainer.max_epochs=2.5", "an integer > 0"),
-        ("trainer.check_val_every_n_epoch=7", "must be <= trainer.max_epochs=6"),
+        ("trainer.check_val_every_n_epoch=0", "an integer > 0"),
         ("task.optimizer.lr=inf", "must be a finite number"),
         ("task.loss.box_gain=nan", "must be a finite number"),
         ("trainer.gradient_clip_val=inf", "must be a finite number"),
@@ -53,6 +53,13 @@ def test_an_out_of_range_value_names_the_key_and_the_allowed_values(override, al
         check_values(compose_config([override]))
     message = str(error.value)
     assert message.startswith(f"config key {key}") and allowed in message
+
+
+def test_evaluating_the_best_checkpoint_needs_a_validation_during_the_fit():
+    overrides = ["trainer.check_val_every_n_epoch=13", "callbacks.checkpoint.evaluate=best"]
+    with pytest.raises(ConfigValueError, match=r"must be <= trainer.max_epochs=12"):
+        check_values(compose_config(overrides))
+    check_values(compose_config([*overrides[:1], "callbacks.checkpoint.evaluate=last"]))
 
 
 @pytest.mark.parametrize("override", ["data.skip_bad=no", "trainer.limit_val_batches=0.5"])

@@ -394,13 +394,16 @@ def _check_finite(node: object, key: str) -> None:
 
 
 def _check_validation_runs(cfg: DictConfig) -> None:
-    """Validation runs at least once: it picks the best checkpoint and gives the results."""
+    """With ``callbacks.checkpoint.evaluate=best``, validation runs at least once during the fit:
+    it picks the best checkpoint. (``last`` is validated by the final pass in any case.)"""
     every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch", default=None)
     epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
-    if every is not None and epochs is not None and every > epochs:
+    evaluate = OmegaConf.select(cfg, "callbacks.checkpoint.evaluate", default="best")
+    if evaluate == "best" and every is not None and epochs is not None and every > epochs:
         raise ConfigValueError(
             f"config key trainer.check_val_every_n_epoch={every} is invalid: must be <= "
-            f"trainer.max_epochs={epochs}, or no validation picks the best checkpoint"
+            f"trainer.max_epochs={epochs}, or no validation picks the best checkpoint "
+            "(callbacks.checkpoint.evaluate=best)"
         )
 
 

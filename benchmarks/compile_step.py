@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from step_timing import (
@@ -32,7 +34,11 @@ from yolor_lightning.config import plain
 from yolor_lightning.environment import compute_threads, usable_cores
 
 RESULTS = Path(__file__).parent / "results" / "compile_step.json"
-DEFAULT_RUN_STEPS = 900  # benchmarks/results/main_run.json: 6 epochs of 150 steps
+
+
+def run_steps(cfg: Any) -> int:
+    """The optimiser steps of the configured run on the shapes dataset."""
+    return math.ceil(cfg.data.shapes.num_train / cfg.data.batch_size) * cfg.trainer.max_epochs
 
 
 def main() -> None:
@@ -90,7 +96,7 @@ def main() -> None:
         "steps_to_repay_compile": (
             round(compile_seconds / saved_per_step) if saved_per_step > 0 else None
         ),
-        "default_run_steps": DEFAULT_RUN_STEPS,
+        "default_run_steps": run_steps(cfg),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")

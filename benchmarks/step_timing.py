@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from yolor_lightning.config import compose_config
 from yolor_lightning.tasks.unified import UnifiedModule
@@ -33,8 +34,7 @@ def default_module(overrides: list[str]) -> tuple[Any, UnifiedModule, torch.opti
 
 def training_batches(cfg: Any, num_workers: int) -> Iterator[dict[str, Any]]:
     """The default run's training batches, read by ``num_workers`` DataLoader workers."""
-    cfg.data.num_workers = num_workers
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(OmegaConf.merge(cfg, {"data": {"num_workers": num_workers}}))
     datamodule.prepare_data()
     datamodule.setup("fit")
     for batch in datamodule.train_dataloader():

@@ -21,8 +21,6 @@ TINY = [
     "data.batch_size=8",
     "data.num_workers=0",
     "callbacks.progress_bar=null",
-    # validate every epoch (the default recipe validates every third)
-    "trainer.check_val_every_n_epoch=1",
 ]
 STEPS_PER_EPOCH = {1: 4, 2: 2}  # processes -> optimizer steps per epoch
 

@@ -26,8 +26,6 @@ TINY_RUN = [
     "data.num_workers=0",
     "trainer.log_every_n_steps=1",
     "callbacks.progress_bar=null",
-    # validate every epoch (the default recipe validates every third)
-    "trainer.check_val_every_n_epoch=1",
     # A short ramp so that the EMA lags the live weights visibly within a few steps.
     "callbacks.ema.ramp_steps=1",
     "callbacks.ema.decay=0.9",

@@ -30,7 +30,10 @@ def offline_environment(cache: Path) -> dict[str, str]:
     dataset cache, as tests/conftest.py sets them for each test (module-scoped fixtures run
     outside it), and one thread per process: these runs put 2 to 4 processes on 2 cores, and
     more threads than cores slow every process down many times over."""
-    environment = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
+    # WANDB_SERVICE: a W&B service this process started (an in-process test's run) would be
+    # shared by the child, which then meets runs of other processes (a killed run's id "in use")
+    dropped = {"WANDB_API_KEY", "WANDB_SERVICE"}
+    environment = {key: value for key, value in os.environ.items() if key not in dropped}
     return environment | {
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",

@@ -6,7 +6,6 @@ Real processes, real files, a real SIGKILL.
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import signal
@@ -70,34 +69,6 @@ def kill_after_first_epoch(folder: Path, env: dict[str, str]) -> None:
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     assert finish(process).returncode == -signal.SIGKILL
-    wait_for_wandb_service_to_exit(process.pid)
-
-
-def wait_for_wandb_service_to_exit(pid: int, timeout: float = 60) -> None:
-    """W&B's service runs in a session of its own, so the kill does not reach it; it exits once
-    it sees its parent ``pid`` gone and releases the run's files. A resume started before that
-    finds the run "in use" (as a user resuming at once after a kill would)."""
-    deadline = time.monotonic() + timeout
-    while any(is_service_of(arguments, pid) for arguments in command_lines()):
-        assert time.monotonic() < deadline, f"W&B's service of process {pid} did not exit"
-        time.sleep(0.2)
-
-
-def command_lines() -> list[list[str]]:
-    """The arguments of every running process (Linux ``/proc``)."""
-    lines = []
-    for path in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            lines.append(path.read_bytes().decode(errors="replace").split("\0"))
-        except OSError:  # the process ended meanwhile
-            continue
-    return lines
-
-
-def is_service_of(arguments: list[str], pid: int) -> bool:
-    return any(
-        flag == "--pid" and value == str(pid) for flag, value in itertools.pairwise(arguments)
-    )
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,20 @@ from typing import Any
 import torch
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux: ``/proc/cpuinfo``), else what ``platform`` knows."""
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of ``name`` in ``/proc/cpuinfo`` (Linux), ``None`` where there is none."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or platform.machine()
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return value.strip()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``), else what ``platform`` knows."""
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -33,13 +39,7 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux: ``/proc/cpuinfo``; empty elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+    return set((cpuinfo_field("flags") or "").split())
 
 
 def cpu_runs_bf16_natively() -> bool:

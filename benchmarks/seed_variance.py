@@ -46,6 +46,14 @@ CANDIDATES: dict[str, list[str]] = {
         "trainer.check_val_every_n_epoch=3",
         "data.shapes.num_val=1000",
     ],
+    # screening the learning speed per step (classification is the slowest loss to fall)
+    "cls4": ["trainer.precision=bf16-mixed", "data.num_workers=1", "task.loss.cls_gain=4.0"],
+    "lr08": [
+        "trainer.precision=bf16-mixed",
+        "data.num_workers=1",
+        "task.optimizer.lr=0.08",
+        "task.schedule.warmup_epochs=2.0",
+    ],
 }
 
 
@@ -101,14 +109,13 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[1])
     args = parser.parse_args()
     recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    jobs = [(candidate, seed) for candidate in args.candidates for seed in args.seeds]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        outcomes = list(pool.map(lambda job: run_seed(*job, args.out.resolve(), args.source), jobs))
     for candidate in args.candidates:
-        with ThreadPoolExecutor(args.parallel) as pool:
-            seeds = list(
-                pool.map(
-                    lambda s, c=candidate: run_seed(c, s, args.out.resolve(), args.source),
-                    args.seeds,
-                )
-            )
+        seeds = [
+            outcome for (name, _), outcome in zip(jobs, outcomes, strict=True) if name == candidate
+        ]
         finished = [s for s in seeds if "failed" not in s]
         recorded[candidate] = {
             "overrides": CANDIDATES[candidate],
@@ -118,8 +125,8 @@ def main() -> None:
             "AP50 (best checkpoint, points)": spread([s["AP50"] for s in finished]),
         }
         print(json.dumps({k: v for k, v in recorded[candidate].items() if k != "seeds"}))
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(recorded, indent=2) + "\n")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(recorded, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
 

@@ -76,6 +76,13 @@ def randomize_batch_norms(network: nn.Module) -> None:
                 module.bias.copy_(torch.randn(shape, generator=generator) * 0.1)
 
 
+def test_gelan_and_its_head_use_yolov9s_batch_norm_eps() -> None:
+    network = gelan("t", num_classes=3)
+    norms = [m for m in network.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms
+    assert all(m.eps == 1e-3 and m.momentum == 0.03 for m in norms)
+
+
 def test_repconvn_reparameterises_into_one_3x3_conv() -> None:
     block = RepConvN(6, 10).eval()
     randomize_batch_norms(block)

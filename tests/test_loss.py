@@ -59,6 +59,18 @@ def test_one_box_is_assigned_to_the_expected_anchors_levels_and_cells() -> None:
     assert {tuple(a) for a in (p3.anchors * 8).tolist()} == {(12, 16), (19, 36), (40, 28)}
 
 
+def test_a_centre_on_a_grid_line_takes_the_official_neighbours_only() -> None:
+    # Centre (96, 64): exactly on the P3 grid lines x = 12, y = 8 (fraction 0). YOLOR's rule
+    # (`xy % 1 < 0.5` left / top, `xy % 1 > 0.5` right / bottom) adds the left and top cells
+    # only; the mirrored YOLOv5 test would add the own cell (12, 8) twice more.
+    on_line = {"boxes": torch.tensor([[81.0, 49.0, 111.0, 79.0]]), "labels": torch.tensor([0])}
+    p3 = assign_targets([on_line], ANCHORS, STRIDES, GRID_SHAPES)[0]
+    cells = list(zip(p3.anchor.tolist(), p3.gy.tolist(), p3.gx.tolist(), strict=True))
+    assert sorted(cells) == sorted(
+        (a, gy, gx) for a in (0, 1, 2) for gy, gx in [(8, 12), (8, 11), (7, 12)]
+    )
+
+
 def test_boxes_centred_on_the_image_border_stay_inside_the_grid() -> None:
     corners = {"boxes": torch.tensor([[-6.0, -6.0, 6.0, 6.0], [244.0, 244.0, 268.0, 268.0]]),
                "labels": torch.tensor([0, 1])}  # fmt: skip

@@ -73,10 +73,11 @@ def test_prediction_biases_start_at_official_priors(tiny_model: YOLOv4CSP) -> No
         assert (bias[:, 5:] - class_prior).abs().max() <= default_init_bound
 
 
-def test_batch_norm_uses_official_eps_and_momentum(tiny_model: YOLOv4CSP) -> None:
+def test_batch_norm_uses_yolors_eps_and_momentum(tiny_model: YOLOv4CSP) -> None:
+    # YOLOR's models/models.py: BatchNorm2d(momentum=0.03, eps=1e-4) (YOLOv5 / YOLOv9: 1e-3)
     norms = [m for m in tiny_model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms
-    assert all(m.eps == 1e-3 and m.momentum == 0.03 for m in norms)
+    assert all(m.eps == 1e-4 and m.momentum == 0.03 for m in norms)
 
 
 def test_head_predictors_read_the_neck_outputs() -> None:

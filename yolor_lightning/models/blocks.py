@@ -1,8 +1,9 @@
 """Building blocks of YOLOv4-CSP: Conv-BN-SiLU, bottlenecks, CSP stages and SPPCSP.
 
 Every convolution is followed by batch norm and SiLU, as in YOLOR's `yolov4_csp.cfg` (the darknet
-cfg of Scaled-YOLOv4 with Mish replaced by SiLU). Batch-norm settings follow the official PyTorch
-code (eps 1e-3, momentum 0.03).
+cfg of Scaled-YOLOv4 with Mish replaced by SiLU). Batch-norm settings follow YOLOR's code
+(`models/models.py` builds `BatchNorm2d(momentum=0.03, eps=1e-4)`); YOLOv5 / YOLOv9 use eps 1e-3
+(`YoloV9Conv`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import math
 import torch
 from torch import nn
 
-BN_EPS = 1e-3
 BN_MOMENTUM = 0.03
 
 
 class Conv(nn.Sequential):
     """Convolution (no bias) + batch norm + SiLU (or no activation: `activation=False`), padded
-    to keep the size at stride 1."""
+    to keep the size at stride 1. Batch norm with YOLOR's eps."""
+
+    norm_eps = 1e-4
 
     def __init__(
         self,
@@ -39,7 +41,7 @@ class Conv(nn.Sequential):
                 groups=groups,
                 bias=False,
             ),
-            nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
+            nn.BatchNorm2d(out_channels, eps=self.norm_eps, momentum=BN_MOMENTUM),
             nn.SiLU(inplace=True) if activation else nn.Identity(),
         )
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from yolor_lightning.implicit import ImplicitConv2d, make_implicit
-from yolor_lightning.models.blocks import Conv
+from yolor_lightning.models.gelan_blocks import YoloV9Conv
 from yolor_lightning.models.registry import DETECTION_HEADS
 from yolor_lightning.models.sites import enabled_sites
 
@@ -133,16 +133,16 @@ class DFLHead(nn.Module):
         cls_width = max(in_channels[0], min(2 * num_classes, 128))
         self.box = nn.ModuleList(
             nn.Sequential(
-                Conv(c, box_width, 3),
-                Conv(box_width, box_width, 3, groups=4),
+                YoloV9Conv(c, box_width, 3),
+                YoloV9Conv(box_width, box_width, 3, groups=4),
                 _predictor(box_width, 4 * reg_max, sites, groups=4),
             )
             for c in in_channels
         )
         self.cls = nn.ModuleList(
             nn.Sequential(
-                Conv(c, cls_width, 3),
-                Conv(cls_width, cls_width, 3),
+                YoloV9Conv(c, cls_width, 3),
+                YoloV9Conv(cls_width, cls_width, 3),
                 _predictor(cls_width, num_classes, sites),
             )
             for c in in_channels

@@ -19,8 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolor_lightning.models.backbone import StagedBackbone
-from yolor_lightning.models.blocks import Conv
-from yolor_lightning.models.gelan_blocks import ELAN1, SPPELAN, AConv, ADown, RepNCSPELAN4
+from yolor_lightning.models.gelan_blocks import (
+    ELAN1,
+    SPPELAN,
+    AConv,
+    ADown,
+    RepNCSPELAN4,
+    YoloV9Conv,
+)
 from yolor_lightning.models.registry import BACKBONES, NECKS
 from yolor_lightning.models.routing import Routes
 
@@ -139,7 +145,9 @@ class GELANBackbone(StagedBackbone):
             if spec.light
             else RepNCSPELAN4(p2, round_channels(c2), c3, c4, spec.repeats)
         )
-        self.stem = nn.Sequential(Conv(3, p1, 3, stride=2), Conv(p1, p2, 3, stride=2), p2_block)
+        self.stem = nn.Sequential(
+            YoloV9Conv(3, p1, 3, stride=2), YoloV9Conv(p1, p2, 3, stride=2), p2_block
+        )
         stages = []
         channels = round_channels(c2)
         out_channels = []

@@ -14,14 +14,20 @@ from torch import nn
 from yolor_lightning.models.blocks import Conv
 
 
+class YoloV9Conv(Conv):
+    """Conv-BN-SiLU with YOLOv9's batch-norm eps (1e-3, set by its `initialize_weights`)."""
+
+    norm_eps = 1e-3
+
+
 class RepConvN(nn.Module):
     """`SiLU(BN(conv3x3(x)) + BN(conv1x1(x)))` in training; one 3x3 convolution at inference
     (`fused`: the 1x1 kernel padded into the centre of the 3x3 one, batch norms folded)."""
 
     def __init__(self, c1: int, c2: int):
         super().__init__()
-        self.dense = Conv(c1, c2, 3, activation=False)
-        self.pointwise = Conv(c1, c2, 1, activation=False)
+        self.dense = YoloV9Conv(c1, c2, 3, activation=False)
+        self.pointwise = YoloV9Conv(c1, c2, 1, activation=False)
         self.activation = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +48,7 @@ class RepNBottleneck(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.cv1 = RepConvN(channels, channels)
-        self.cv2 = Conv(channels, channels, 3)
+        self.cv2 = YoloV9Conv(channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.cv2(self.cv1(x))
@@ -54,9 +60,9 @@ class RepNCSP(nn.Module):
     def __init__(self, c1: int, c2: int, repeats: int = 1):
         super().__init__()
         hidden = c2 // 2
-        self.cv1 = Conv(c1, hidden, 1)
-        self.cv2 = Conv(c1, hidden, 1)
-        self.cv3 = Conv(2 * hidden, c2, 1)
+        self.cv1 = YoloV9Conv(c1, hidden, 1)
+        self.cv2 = YoloV9Conv(c1, hidden, 1)
+        self.cv3 = YoloV9Conv(2 * hidden, c2, 1)
         self.m = nn.Sequential(*(RepNBottleneck(hidden) for _ in range(repeats)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,10 +75,10 @@ class ELANBlock(nn.Module):
 
     def __init__(self, c1: int, c2: int, c3: int, c4: int, branch2: nn.Module, branch3: nn.Module):
         super().__init__()
-        self.cv1 = Conv(c1, c3, 1)
+        self.cv1 = YoloV9Conv(c1, c3, 1)
         self.cv2 = branch2
         self.cv3 = branch3
-        self.cv4 = Conv(c3 + 2 * c4, c2, 1)
+        self.cv4 = YoloV9Conv(c3 + 2 * c4, c2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = list(self.cv1(x).chunk(2, 1))
@@ -90,8 +96,8 @@ class RepNCSPELAN4(ELANBlock):
             c2,
             c3,
             c4,
-            nn.Sequential(RepNCSP(c3 // 2, c4, repeats), Conv(c4, c4, 3)),
-            nn.Sequential(RepNCSP(c4, c4, repeats), Conv(c4, c4, 3)),
+            nn.Sequential(RepNCSP(c3 // 2, c4, repeats), YoloV9Conv(c4, c4, 3)),
+            nn.Sequential(RepNCSP(c4, c4, repeats), YoloV9Conv(c4, c4, 3)),
         )
 
 
@@ -99,7 +105,7 @@ class ELAN1(ELANBlock):
     """The light ELAN of GELAN-T/S: plain 3x3 convs as branches."""
 
     def __init__(self, c1: int, c2: int, c3: int, c4: int):
-        super().__init__(c1, c2, c3, c4, Conv(c3 // 2, c4, 3), Conv(c4, c4, 3))
+        super().__init__(c1, c2, c3, c4, YoloV9Conv(c3 // 2, c4, 3), YoloV9Conv(c4, c4, 3))
 
 
 class SPPELAN(nn.Module):
@@ -108,9 +114,9 @@ class SPPELAN(nn.Module):
 
     def __init__(self, c1: int, c2: int, c3: int):
         super().__init__()
-        self.cv1 = Conv(c1, c3, 1)
+        self.cv1 = YoloV9Conv(c1, c3, 1)
         self.pool = nn.MaxPool2d(kernel_size=5, stride=1, padding=2)
-        self.cv5 = Conv(4 * c3, c2, 1)
+        self.cv5 = YoloV9Conv(4 * c3, c2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = [self.cv1(x)]
@@ -124,7 +130,7 @@ class AConv(nn.Module):
 
     def __init__(self, c1: int, c2: int):
         super().__init__()
-        self.cv1 = Conv(c1, c2, 3, stride=2)
+        self.cv1 = YoloV9Conv(c1, c2, 3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv1(F.avg_pool2d(x, 2, 1, 0))
@@ -137,8 +143,8 @@ class ADown(nn.Module):
 
     def __init__(self, c1: int, c2: int):
         super().__init__()
-        self.cv1 = Conv(c1 // 2, c2 // 2, 3, stride=2)
-        self.cv2 = Conv(c1 // 2, c2 // 2, 1)
+        self.cv1 = YoloV9Conv(c1 // 2, c2 // 2, 3, stride=2)
+        self.cv2 = YoloV9Conv(c1 // 2, c2 // 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = F.avg_pool2d(x, 2, 1, 0).chunk(2, 1)

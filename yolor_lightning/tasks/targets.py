@@ -80,9 +80,12 @@ def assign_targets(
         matched = torch.max(ratio, 1 / ratio).amax(dim=2) < anchor_threshold
         anchor_index, gt_index = matched.nonzero(as_tuple=True)
         xy = gt_xy[gt_index]
-        from_far_edge = torch.tensor([width, height], device=device) - xy
+        grid_size = torch.tensor([width, height], device=device)
+        # YOLOR's rule (ScaledYOLOv4's loss): a centre exactly on a grid line (fraction 0) takes
+        # the left / top neighbour only; YOLOv5's mirrored test `(W - xy) % 1 < 0.5` would also
+        # take its own cell a second time as the "right / bottom neighbour".
         near_low = (xy % 1 < 0.5) & (xy > 1)  # near the left / top edge, neighbour exists
-        near_high = (from_far_edge % 1 < 0.5) & (from_far_edge > 1)
+        near_high = (xy % 1 > 0.5) & (xy < grid_size - 1)
         use_shift = torch.stack(
             (torch.ones_like(near_low[:, 0]), *near_low.T, *near_high.T)
         )  # [5, m]

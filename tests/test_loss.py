@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
+from torchvision.ops import sigmoid_focal_loss
 
+from yolor_lightning.config import ConfigValueError, check_values, compose_config
 from yolor_lightning.models import DEFAULT_ANCHORS, build_yolov4_csp
-from yolor_lightning.tasks.loss import YoloLoss
+from yolor_lightning.tasks.loss import YoloLoss, focal_bce_with_logits
 from yolor_lightning.tasks.targets import assign_targets
+from yolor_lightning.train import build_module
 
 IMAGE_SIZE = 256
 STRIDES = (8, 16, 32)
@@ -174,3 +178,79 @@ def test_box_collapsed_below_float_resolution_gives_a_finite_loss() -> None:
     total, parts = make_loss(**DEFAULT_GAINS)(raw, BOX_TARGETS)
     assert torch.isfinite(total)
     assert parts["box"].item() == pytest.approx(0.05 * 2 * 1.05, rel=1e-5)
+
+
+def test_label_smoothing_gives_class_targets_one_minus_half_eps_and_half_eps() -> None:
+    targets = make_loss(label_smoothing=0.1).class_targets(torch.tensor([2, 0]))
+    assert torch.equal(targets, torch.tensor([[0.05, 0.05, 0.95], [0.95, 0.05, 0.05]]))
+    one_hot = make_loss().class_targets(torch.tensor([1]))
+    assert torch.equal(one_hot, torch.tensor([[0.0, 1.0, 0.0]]))
+
+
+@pytest.mark.parametrize(("gamma", "alpha"), [(1.5, 0.25), (2.0, 0.5), (0.5, 0.9)])
+def test_focal_loss_gives_torchvisions_sigmoid_focal_loss(gamma: float, alpha: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 5, generator=generator) * 3
+    hard = (torch.rand(64, 5, generator=generator) < 0.3).float()
+    soft = torch.rand(64, 5, generator=generator)  # an IoU objectness target, a smoothed label
+    for target in (hard, soft):
+        expected = sigmoid_focal_loss(logits, target, alpha=alpha, gamma=gamma, reduction="mean")
+        torch.testing.assert_close(focal_bce_with_logits(logits, target, gamma, alpha), expected)
+
+
+def test_focal_loss_wraps_the_objectness_and_class_bce() -> None:
+    raw = random_raw()
+    _, parts = make_loss(fl_gamma=1.5, fl_alpha=0.25, **DEFAULT_GAINS)(raw, EMPTY_TARGETS)
+    expected = sum(
+        weight * sigmoid_focal_loss(pred[..., 4], torch.zeros_like(pred[..., 4]), 0.25, 1.5, "mean")
+        for pred, weight in zip(raw, (4.0, 1.0, 0.4), strict=True)
+    )
+    torch.testing.assert_close(parts["obj"], DEFAULT_GAINS["obj_gain"] * expected)
+    _, plain_parts = make_loss(**DEFAULT_GAINS)(raw, BOX_TARGETS)
+    _, focal_parts = make_loss(fl_gamma=1.5, **DEFAULT_GAINS)(raw, BOX_TARGETS)
+    assert focal_parts["box"] == plain_parts["box"]
+    assert focal_parts["cls"] < plain_parts["cls"] and focal_parts["obj"] < plain_parts["obj"]
+
+
+def test_focal_gamma_zero_is_the_plain_bce_loss_exactly() -> None:
+    raw = random_raw()
+    total, parts = make_loss(label_smoothing=0.1)(raw, BOX_TARGETS)
+    off_total, off_parts = make_loss(label_smoothing=0.1, fl_gamma=0.0, fl_alpha=0.9)(
+        raw, BOX_TARGETS
+    )
+    assert torch.equal(off_total, total)
+    assert all(torch.equal(off_parts[name], parts[name]) for name in parts)
+
+
+def test_loss_options_reach_the_loss_from_the_config() -> None:
+    overrides = [
+        "task.loss.label_smoothing=0.1",
+        "task.loss.fl_gamma=1.5",
+        "task.loss.fl_alpha=0.4",
+    ]
+    loss = build_module(compose_config(overrides)).loss_fn
+    assert (loss.positive_label, loss.negative_label) == (0.95, 0.05)
+    assert (loss.fl_gamma, loss.fl_alpha) == (1.5, 0.4)
+    default = build_module(compose_config()).loss_fn
+    assert (default.positive_label, default.negative_label, default.fl_gamma) == (1.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("task.loss.fl_gamma=-1", ">= 0"),
+        ("task.loss.fl_alpha=0", "in (0, 1)"),
+        ("task.loss.fl_alpha=1.0", "in (0, 1)"),
+    ],
+)
+def test_focal_options_out_of_range_name_the_key(override: str, allowed: str) -> None:
+    with pytest.raises(ConfigValueError, match=re.escape(allowed)) as error:
+        check_values(compose_config([override]))
+    assert override.split("=")[0] in str(error.value)
+
+
+def test_focal_loss_and_label_smoothing_are_refused_with_the_dfl_head() -> None:
+    for override in ("task.loss.fl_gamma=1.5", "task.loss.label_smoothing=0.1"):
+        with pytest.raises(ConfigValueError, match=re.escape("model.head=dfl")) as error:
+            check_values(compose_config(["model=gelan", override]))
+        assert override.split("=")[0] in str(error.value)

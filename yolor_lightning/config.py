@@ -191,6 +191,9 @@ class LossSchema:
     anchor_threshold: float = 4.0
     level_weights: list[float] = field(default_factory=lambda: [4.0, 1.0, 0.4])
     label_smoothing: float = 0.0
+    # Focal loss around the objectness and class BCE (YOLOR's FocalLoss); gamma 0: plain BCE.
+    fl_gamma: float = 0.0
+    fl_alpha: float = 0.25
     # Weight of the L1 penalty on sparse mf coefficients (model.implicit.*.coefficients=sparse).
     sparsity_gain: float = 0.001
     dfl: DFLLossSchema = field(default_factory=DFLLossSchema)
@@ -309,6 +312,8 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.loss.cls_gain": (_non_negative, ">= 0"),
     "task.loss.anchor_threshold": (lambda v: v > 1, "> 1"),
     "task.loss.label_smoothing": (_below_one, "in [0, 1)"),
+    "task.loss.fl_gamma": (_non_negative, ">= 0 (0: no focal loss)"),
+    "task.loss.fl_alpha": (lambda v: 0 < v < 1, "in (0, 1)"),
     "task.loss.sparsity_gain": (_non_negative, ">= 0"),
     **{f"task.loss.dfl.{k}": (_non_negative, ">= 0") for k in ("box_gain", "cls_gain", "dfl_gain")},
     "task.loss.dfl.topk": (_positive, "> 0"),
@@ -437,9 +442,16 @@ def _check_tasks(cfg: DictConfig) -> None:
 
 
 def _check_dfl_head(cfg: DictConfig) -> None:
-    """The dfl head has no anchors (no fa*, pr*) and folds fa into a grouped conv (no concat)."""
+    """The dfl head has no anchors (no fa*, pr*) and folds fa into a grouped conv (no concat);
+    its loss has no focal or label-smoothing option (the anchor loss's)."""
     if _name(OmegaConf.select(cfg, "model.head", default=None)) != "dfl":
         return
+    for key in ("task.loss.fl_gamma", "task.loss.label_smoothing"):
+        if OmegaConf.select(cfg, key, default=0):
+            raise ConfigValueError(
+                f"config key {key}={OmegaConf.select(cfg, key)} is only read by the anchor "
+                "head's loss (model.head=anchor), but model.head=dfl"
+            )
     for site, options in (OmegaConf.select(cfg, "model.implicit", default=None) or {}).items():
         operator = _name(options.operator)
         if operator is None or SITE_TASKS[site] != "det":

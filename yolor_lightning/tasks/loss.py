@@ -20,8 +20,12 @@ class YoloLoss(nn.Module):
     - box: mean of `1 - CIoU(predicted box, target box)`;
     - objectness: BCE over all cells, the target being the detached CIoU clamped at 0 on assigned
       cells and 0 elsewhere, weighted by `level_weights` (4, 1, 0.4 for P3..P5);
-    - class: BCE against one-hot labels (smoothed to `1 - eps/2`, `eps/2`); skipped when
-      `num_classes == 1`, as in the official code.
+    - class: BCE against one-hot labels (smoothed to `1 - eps/2`, `eps/2`, YOLOR's `smooth_BCE`
+      with `eps = label_smoothing`); skipped when `num_classes == 1`, as in the official code.
+
+    With `fl_gamma > 0` the objectness and class BCE become focal losses
+    (:func:`focal_bce_with_logits`, YOLOR's `FocalLoss` around `BCEWithLogitsLoss`);
+    `fl_gamma = 0` (the default) is the plain BCE.
 
     The gains are the COCO-tuned ones rescaled as YOLOR's training code does: `box_gain * 3/L`,
     `obj_gain * 3/L`, `cls_gain * nc/80 * 3/L`, with L levels (no image-size term: YOLOv5/v7
@@ -42,6 +46,8 @@ class YoloLoss(nn.Module):
         anchor_threshold: float = 4.0,
         level_weights: Sequence[float] = (4.0, 1.0, 0.4),
         label_smoothing: float = 0.0,
+        fl_gamma: float = 0.0,
+        fl_alpha: float = 0.25,
     ):
         super().__init__()
         num_levels = len(strides)
@@ -60,6 +66,8 @@ class YoloLoss(nn.Module):
         self.cls_gain = cls_gain * num_classes / 80 * level_scale
         self.positive_label = 1.0 - 0.5 * label_smoothing
         self.negative_label = 0.5 * label_smoothing
+        self.fl_gamma = fl_gamma
+        self.fl_alpha = fl_alpha
 
     def assign(
         self, raw: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]
@@ -95,10 +103,9 @@ class YoloLoss(nn.Module):
                     (1.0 - ciou_loss).detach().clamp(min=0)
                 )
                 if self.num_classes > 1:
-                    cls_loss = cls_loss + self._class_loss(matched[:, 5:], level.labels)
-            obj_loss = obj_loss + weight * F.binary_cross_entropy_with_logits(
-                pred[..., 4], obj_target
-            )
+                    targets = self.class_targets(level.labels)
+                    cls_loss = cls_loss + self._bce(matched[:, 5:], targets)
+            obj_loss = obj_loss + weight * self._bce(pred[..., 4], obj_target)
         parts = {
             "box": self.box_gain * box_loss,
             "obj": self.obj_gain * obj_loss,
@@ -114,7 +121,31 @@ class YoloLoss(nn.Module):
         predicted = torch.cat((prob[:, :2] * 2 - 0.5, (prob[:, 2:4] * 2) ** 2 * level.anchors), 1)
         return 1 - complete_iou(predicted, level.boxes)
 
-    def _class_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
-        target = torch.full_like(logits, self.negative_label)
+    def class_targets(self, labels: Tensor) -> Tensor:
+        """The class targets of `labels` `[n]`: `[n, num_classes]`, `1 - eps/2` at the label and
+        `eps/2` elsewhere (`eps = label_smoothing`; one-hot at 0)."""
+        shape = (len(labels), self.num_classes)
+        target = torch.full(shape, self.negative_label, device=labels.device)
         target[torch.arange(len(labels), device=labels.device), labels] = self.positive_label
-        return F.binary_cross_entropy_with_logits(logits, target)
+        return target
+
+    def _bce(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Mean BCE of the objectness or class logits, focal with `fl_gamma > 0`."""
+        if self.fl_gamma == 0:
+            return F.binary_cross_entropy_with_logits(logits, target)
+        return focal_bce_with_logits(logits, target, self.fl_gamma, self.fl_alpha)
+
+
+def focal_bce_with_logits(logits: Tensor, target: Tensor, gamma: float, alpha: float) -> Tensor:
+    """Focal loss (Lin et al. 2017) around the BCE of `logits`, mean over the elements.
+
+    Each element's BCE is weighted by `alpha_t * (1 - p_t) ** gamma`, where `p = sigmoid(logit)`,
+    `p_t = t·p + (1 - t)(1 - p)` and `alpha_t = t·alpha + (1 - t)(1 - alpha)` for the target `t`
+    (which may be soft: an IoU, a smoothed label). The same numbers as YOLOR's `FocalLoss`
+    around `BCEWithLogitsLoss` and as `torchvision.ops.sigmoid_focal_loss(reduction="mean")`.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    probability = logits.sigmoid()
+    p_t = target * probability + (1 - target) * (1 - probability)
+    alpha_t = target * alpha + (1 - target) * (1 - alpha)
+    return (bce * alpha_t * (1 - p_t) ** gamma).mean()

@@ -51,7 +51,7 @@ def coco_root(shapes_root, tmp_path_factory) -> Path:
 def test_data_configs_have_the_keys_the_cli_relies_on(name):
     config = OmegaConf.load(CONF / f"{name}.yaml")
     assert set(config) >= REQUIRED and config.name == name
-    assert set(config.augment) == {"mosaic", "hsv_h", "hsv_s", "hsv_v", "flip_lr"}
+    assert set(config.augment) == {"mosaic", "mixup", "hsv_h", "hsv_s", "hsv_v", "flip_lr"}
 
 
 def test_shapes_datamodule_knows_its_classes_at_construction(tmp_path):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from scipy.stats import beta, kstest
 from torchvision import tv_tensors
 
 from yolor_lightning.data.transforms import (
@@ -12,6 +13,8 @@ from yolor_lightning.data.transforms import (
     hsv_jitter,
     letterbox,
     letterbox_to_original,
+    mixup,
+    mixup_ratio,
     mosaic,
     train_transform,
 )
@@ -135,3 +138,71 @@ def test_train_transform_without_mosaic_letterboxes_then_flips():
     out = train_transform([_sample(120, 200, BOXES)], 100, augment, torch.Generator())
     assert out["boxes"][0].tolist() == [70, 30, 95, 45]
     _assert_boxes_on_their_rectangles(out)
+
+
+def _flat_sample(size: int, background: int, box: list[int], fill: int, label: int, image_id: int):
+    """A ``size`` x ``size`` image of one grey level with one box filled with another."""
+    sample = _sample(size, size, [box], first_colour=label, image_id=image_id)
+    x0, y0, x1, y1 = box
+    sample["image"][:] = background
+    sample["image"][:, y0:y1, x0:x1] = fill
+    return sample
+
+
+def test_mixup_blends_the_pixels_and_keeps_both_sets_of_boxes_where_they_are():
+    a = _flat_sample(64, background=200, box=[4, 8, 30, 40], fill=120, label=0, image_id=7)
+    b = _flat_sample(64, background=40, box=[20, 24, 60, 50], fill=8, label=3, image_id=9)
+    out = mixup(a, b, 0.25)
+    expected = 0.25 * a["image"].float() + 0.75 * b["image"].float()  # exact: multiples of 4
+    assert torch.equal(out["image"], expected.to(torch.uint8))
+    assert out["image"][0, 0, 0] == 80 and out["image"][0, 30, 25] == 0.25 * 120 + 0.75 * 8
+    assert isinstance(out["image"], tv_tensors.Image)
+    assert isinstance(out["boxes"], tv_tensors.BoundingBoxes)
+    assert out["boxes"].tolist() == [[4, 8, 30, 40], [20, 24, 60, 50]]
+    assert out["labels"].tolist() == [0, 3]
+    for k in ("iscrowd", "area", "identities"):
+        assert torch.equal(out[k], torch.cat([a[k], b[k]]))
+    assert (out["image_id"], out["file_name"]) == (7, "7.jpg")
+
+
+def test_mixup_rounds_to_the_nearest_level_and_refuses_two_sizes():
+    a = _flat_sample(16, background=255, box=[0, 0, 4, 4], fill=0, label=0, image_id=1)
+    b = _flat_sample(16, background=0, box=[0, 0, 4, 4], fill=255, label=1, image_id=2)
+    out = mixup(a, b, 0.7)  # 178.5 (rounds up), and 76.5 in the box
+    assert out["image"][0, 8, 8] == 179 and out["image"][0, 1, 1] == 77
+    with pytest.raises(ValueError, match="mixup needs two images of one size"):
+        mixup(a, _flat_sample(32, 0, [0, 0, 4, 4], 1, 0, 3), 0.5)
+
+
+def test_mixup_ratio_is_beta_8_8_and_repeats_with_its_generator():
+    generator = torch.Generator().manual_seed(0)
+    draws = [mixup_ratio(generator) for _ in range(2000)]
+    assert kstest(draws, beta(8, 8).cdf).pvalue > 0.01
+    assert all(0 < r < 1 for r in draws)
+    assert mixup_ratio(torch.Generator().manual_seed(5)) == mixup_ratio(
+        torch.Generator().manual_seed(5)
+    )
+
+
+def _tiles(first_colour: int, image_id: int) -> list[dict]:
+    return [
+        _sample(120, 200, [[20, 20, 80, 70]], first_colour=first_colour, image_id=image_id),
+        _sample(200, 160, [[30, 40, 110, 150]], first_colour=first_colour + 1),
+        _sample(150, 150, [[10, 60, 70, 120]], first_colour=first_colour + 2),
+        _sample(90, 180, [[100, 20, 170, 80]], first_colour=first_colour + 3),
+    ]
+
+
+def test_train_transform_mixes_its_mosaic_with_the_partners_mosaic_before_the_jitter():
+    augment = Augment(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, flip_lr=0.0, mixup=1.0)
+    samples, partners = _tiles(0, image_id=7), _tiles(2, image_id=8)
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    out = train_transform(samples, 128, augment, generators[0], partners, generators[1])
+    mixing = torch.Generator().manual_seed(2)
+    partner_mosaic = mosaic(partners, 128, mixing)
+    own = mosaic(samples, 128, torch.Generator().manual_seed(1))
+    expected = mixup(own, partner_mosaic, mixup_ratio(mixing))
+    assert torch.equal(out["image"], expected["image"])
+    assert torch.equal(out["boxes"], expected["boxes"])
+    assert len(out["labels"]) == len(own["labels"]) + len(partner_mosaic["labels"])
+    assert out["image_id"] == 7

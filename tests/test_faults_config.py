@@ -29,6 +29,7 @@ def test_a_value_of_the_wrong_type_names_the_key(override):
     ("override", "allowed"),
     [
         ("data.augment.mosaic=1.5", "in [0, 1] (a probability)"),
+        ("data.augment.mixup=1.5", "in [0, 1] (a probability)"),
         ("data.augment.flip_lr=-0.1", "in [0, 1] (a probability)"),
         ("data.augment.hsv_h=0.7", "in [0, 0.5]"),
         ("data.augment.hsv_s=2", "in [0, 1]"),

@@ -81,13 +81,16 @@ def test_initialize_leaves_the_global_rng_alone_and_repeats_itself():
     assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
 
 
-def first_batch(experiment: str, num_workers: int = 0, seed: int = 5) -> dict:
+def first_batch(
+    experiment: str, num_workers: int = 0, seed: int = 5, overrides: tuple[str, ...] = ()
+) -> dict:
     cfg = compose_config(
         [
             f"+experiment={experiment}",
             f"seed={seed}",
             f"data.num_workers={num_workers}",
             *SMALL_DATA,
+            *overrides,
         ]
     )
     datamodule = build_datamodule(cfg)
@@ -115,6 +118,26 @@ def test_one_seed_serves_identical_batches_to_every_configuration(experiment, ba
     batch = first_batch(experiment)
     assert_same_batch(batch, baseline_batch)
     assert any(len(m["tiles"]) == 4 for m in batch["meta"]), "no mosaic in the batch"
+
+
+def test_mixup_draws_from_its_own_stream_and_leaves_the_samples_other_draws_paired(
+    baseline_batch,
+):
+    mixed = first_batch("mixup", overrides=("data.augment.mixup=1.0",))
+    tiles = [m["tiles"] for m in mixed["meta"]]
+    assert [t[:4] for t in tiles] == [m["tiles"] for m in baseline_batch["meta"]]
+    assert all(len(t) == 8 for t in tiles), "a mosaic was not mixed up at mixup=1"
+    assert [m["image_id"] for m in mixed["meta"]] == [m["image_id"] for m in baseline_batch["meta"]]
+    assert not torch.equal(mixed["images"], baseline_batch["images"])
+    for own, base in zip(mixed["targets"], baseline_batch["targets"], strict=True):
+        n = len(base["labels"])  # the sample's own boxes first, flipped as without mixup
+        assert torch.equal(own["boxes"][:n], base["boxes"])
+        assert torch.equal(own["labels"][:n], base["labels"])
+    count = sum(len(t["labels"]) for t in mixed["targets"])
+    assert count > sum(len(t["labels"]) for t in baseline_batch["targets"])
+    assert_same_batch(first_batch("mixup", overrides=("data.augment.mixup=1.0",)), mixed)
+    other = first_batch("mixup", seed=6, overrides=("data.augment.mixup=1.0",))
+    assert [m["tiles"][4:] for m in other["meta"]] != [t[4:] for t in tiles]
 
 
 @pytest.mark.slow

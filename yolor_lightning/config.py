@@ -332,6 +332,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "seed": (lambda v: v == int(v) and 0 <= v <= 2**32 - 1, "an integer in [0, 2**32 - 1]"),
     "data.num_workers": (_non_negative, ">= 0"),
     "data.augment.mosaic": (_fraction, "in [0, 1] (a probability)"),
+    "data.augment.mixup": (_fraction, "in [0, 1] (a probability)"),
     "data.augment.flip_lr": (_fraction, "in [0, 1] (a probability)"),
     "data.augment.hsv_h": (lambda v: 0 <= v <= 0.5, "in [0, 0.5] (of the hue circle)"),
     "data.augment.hsv_s": (_fraction, "in [0, 1] (a relative change)"),

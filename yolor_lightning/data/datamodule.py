@@ -17,7 +17,8 @@ to, and augmentation moves the boxes even when only ``cls`` is trained. ``identi
 annotations' ``identity_key`` values (``track_id``; the category where absent). ``scale``,
 ``pad`` and ``orig_size`` are ``None`` for mosaic samples; ``gt`` (all original annotations in
 original pixels: boxes, labels, area, iscrowd) is only in val/test batches; ``tiles`` (the
-image ids a sample is made of: its own, then its mosaic partners) only in training batches.
+image ids a sample is made of: its own, then its mosaic partners, then the four of the mosaic it
+was mixed up with, if it was) only in training batches.
 
 The training order and augmentations come from the run's ``seed`` alone (see
 :mod:`yolor_lightning.data.sampling`): the same seed serves the same batches to every
@@ -59,9 +60,9 @@ class DetectionDataset(Dataset):
     Training items are indexed with a :class:`SampleKey` (from :class:`SeededSampler`): the
     mosaic partners and every augmentation draw come from a generator seeded with its ``seed``.
     Eval items are indexed with an int. Items are transformed samples, or a
-    :class:`SkippedSample` when an image (of a mosaic: any of its four) is unusable and the
-    source has ``skip_bad`` (the collate drops them, the DataModule counts them). A training
-    sample's ``tiles`` lists the image ids it is made of.
+    :class:`SkippedSample` when an image (of a mosaic: any of its four; of a mixup: any of its
+    eight) is unusable and the source has ``skip_bad`` (the collate drops them, the DataModule
+    counts them). A training sample's ``tiles`` lists the image ids it is made of.
     """
 
     def __init__(self, source: CocoDetection, image_size: int, augment: Augment | None = None):
@@ -84,13 +85,25 @@ class DetectionDataset(Dataset):
             return SkippedSample(err.reason, err.image_id)
 
     def _train_sample(self, index: int, seed: int) -> Sample:
+        """The sample's mosaic and augmentations draw from ``seed``'s generator; its mixup (the
+        decision, the four images of the other mosaic, its layout, the ratio) from the stream
+        ``(seed, "mixup")``, so that a mixup leaves the sample's other draws as they are."""
         generator = torch.Generator().manual_seed(seed)
         indices = [index]
         if torch.rand((), generator=generator) < self.augment.mosaic:
             indices += torch.randint(len(self.source), (3,), generator=generator).tolist()
         samples = [self.source[i] for i in indices]
-        sample = train_transform(samples, self.image_size, self.augment, generator)
-        return {**sample, "tiles": [s["image_id"] for s in samples]}
+        mixing = torch_generator(seed, "mixup")
+        partners = []
+        if len(samples) == 4 and torch.rand((), generator=mixing) < self.augment.mixup:
+            partners = [
+                self.source[i]
+                for i in torch.randint(len(self.source), (4,), generator=mixing).tolist()
+            ]
+        sample = train_transform(
+            samples, self.image_size, self.augment, generator, partners, mixing
+        )
+        return {**sample, "tiles": [s["image_id"] for s in (*samples, *partners)]}
 
     def _eval_sample(self, index: int) -> Sample:
         sample = self.source[index]

@@ -3,10 +3,11 @@
 :class:`SeededSampler` draws each epoch's order from the stream ``("data order", epoch)`` of the
 run's seed and gives every sample of that order its own augmentation seed, from the stream
 ``("augment", epoch, position)``. The dataset draws the sample's mosaic partners and every
-augmentation parameter from a generator seeded with it. So a seed fixes the batches, whatever
-the network, the number of DataLoader workers (which worker loads a sample does not matter), the
-number of processes (a rank takes every ``world``-th position of the same order) or a resume
-(an epoch's order and augmentations depend on its number only).
+augmentation parameter from a generator seeded with it (a mixup from the stream ``"mixup"`` of
+it, so that the sample's other draws are the same with and without mixup). So a seed fixes the
+batches, whatever the network, the number of DataLoader workers (which worker loads a sample
+does not matter), the number of processes (a rank takes every ``world``-th position of the same
+order) or a resume (an epoch's order and augmentations depend on its number only).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from yolor_lightning.data.coco import BOX_FIELDS
 PAD_VALUE = 114
 MIN_BOX_SIZE = 2.0  # px, boxes thinner than this after a crop are dropped
 MIN_VISIBLE_FRACTION = 0.25  # of a box's area, else the crop left too little of the object
+MIXUP_BETA = 8  # the mixup ratio is Beta(8, 8), as YOLOR's (np.random.beta(8.0, 8.0))
 
 Sample = dict[str, Any]
 
@@ -35,11 +36,13 @@ _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 class Augment:
     """Training augmentation; the field names are the ``augment:`` config keys.
 
-    ``mosaic`` and ``flip_lr`` are probabilities. ``hsv_h`` is the largest hue shift (fraction of
-    the hue circle), ``hsv_s`` / ``hsv_v`` the largest relative saturation / value change.
+    ``mosaic``, ``mixup`` and ``flip_lr`` are probabilities (``mixup``: of blending a mosaic with
+    a second one, :func:`mixup`). ``hsv_h`` is the largest hue shift (fraction of the hue
+    circle), ``hsv_s`` / ``hsv_v`` the largest relative saturation / value change.
     """
 
     mosaic: float = 1.0
+    mixup: float = 0.0
     hsv_h: float = 0.015
     hsv_s: float = 0.7
     hsv_v: float = 0.4
@@ -122,6 +125,32 @@ def mosaic(samples: Sequence[Sample], size: int, generator: torch.Generator) -> 
     return clip_boxes(out)
 
 
+def mixup_ratio(generator: torch.Generator) -> float:
+    """A draw of Beta(``MIXUP_BETA``, ``MIXUP_BETA``) from ``generator``: the middle one of
+    ``2 * MIXUP_BETA - 1`` uniform draws (the k-th smallest of n uniforms is Beta(k, n + 1 - k);
+    torch's Beta sampler takes no generator)."""
+    draws = torch.rand(2 * MIXUP_BETA - 1, generator=generator, dtype=torch.float64)
+    return draws.sort().values[MIXUP_BETA - 1].item()
+
+
+def mixup(sample: Sample, other: Sample, ratio: float) -> Sample:
+    """MixUp (Zhang et al. 2018) of two samples of one size, as YOLOR mixes two mosaics: pixels
+    ``ratio * a + (1 - ratio) * b`` rounded to uint8, the boxes (where they are) and per-box
+    fields of both; the first sample's ``image_id`` and ``file_name``."""
+    image, other_image = sample["image"], other["image"]
+    if image.shape != other_image.shape:
+        shapes = f"{list(image.shape)} and {list(other_image.shape)}"
+        raise ValueError(f"mixup needs two images of one size, got {shapes}")
+    pixels = image.float() * ratio + other_image.float() * (1 - ratio)
+    boxes = torch.cat([sample["boxes"].as_subclass(torch.Tensor), other["boxes"]])
+    return {
+        **sample,
+        "image": tv_tensors.wrap(pixels.add_(0.5).to(torch.uint8), like=image),
+        "boxes": tv_tensors.wrap(boxes, like=sample["boxes"]),
+        **{k: torch.cat([sample[k], other[k]]) for k in BOX_FIELDS},
+    }
+
+
 def clip_boxes(sample: Sample) -> Sample:
     """Clip boxes to the image; drop those under ``MIN_BOX_SIZE`` or mostly cut away."""
     boxes = sample["boxes"]
@@ -166,14 +195,22 @@ def hsv_jitter(
 
 
 def train_transform(
-    samples: Sequence[Sample], size: int, augment: Augment, generator: torch.Generator
+    samples: Sequence[Sample],
+    size: int,
+    augment: Augment,
+    generator: torch.Generator,
+    partners: Sequence[Sample] = (),
+    mixing: torch.Generator | None = None,
 ) -> Sample:
-    """Mosaic of four samples (or letterbox of the first one), then HSV jitter and flip, with
-    every random draw from ``generator``."""
+    """Mosaic of four samples (or letterbox of the first one), mixed up with the mosaic of four
+    ``partners`` when there are any (that mosaic's layout and the ratio drawn from ``mixing``),
+    then HSV jitter and flip; every other random draw from ``generator``."""
     if len(samples) == 4:
         sample = mosaic(samples, size, generator)
     else:
         sample = clip_boxes(letterbox(samples[0], size))
+    if partners:
+        sample = mixup(sample, mosaic(partners, size, mixing), mixup_ratio(mixing))
     if augment.hsv_h or augment.hsv_s or augment.hsv_v:
         image = hsv_jitter(sample["image"], augment.hsv_h, augment.hsv_s, augment.hsv_v, generator)
         sample = {**sample, "image": image}

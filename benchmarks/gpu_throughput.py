@@ -137,7 +137,7 @@ def main() -> None:
         "command": "python benchmarks/gpu_throughput.py " + " ".join(sys.argv[1:]),
         "device": device_name,
         "torch": torch.__version__,
-        "model": f"{cfg.model.name} {cfg.model.size.name}",
+        "model": f"{cfg.model.name} {cfg.model.size}",
         "implicit": cfg.experiment_name,
         "precision": arguments.precision,
         "compile": arguments.compile,

@@ -46,26 +46,8 @@ def arguments(command: str) -> tuple[str, list[str]]:
     return words[2], args
 
 
-SIZE_BEFORE_SWEEP = (
-    "known rot: Hydra composes a multirun's command line before its sweep selects the model, "
-    "so model.size=c|t meets the default yolov4_csp's sizes and the sweep stops at once"
-)
-BROKEN = {
-    "python -m yolor_lightning -m +sweep=yolov9 model.size=c": SIZE_BEFORE_SWEEP,
-    "python -m yolor_lightning -m +experiment=revcol,yolor_revcol model.size=t": SIZE_BEFORE_SWEEP,
-}
-
-
-def marks(command: str) -> list[pytest.MarkDecorator]:
-    return [
-        pytest.mark.xfail(strict=True, reason=reason)
-        for start, reason in BROKEN.items()
-        if command.startswith(start)
-    ]
-
-
 ENTRY_POINTS = [
-    pytest.param(command, id=f"{page.name}: {command[:70]}", marks=marks(command))
+    pytest.param(command, id=f"{page.name}: {command[:70]}")
     for page in PAGES
     for command in commands(page)
     if not command.startswith(NOT_RUN)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.errors import ConfigCompositionException
-from test_config import composition_message
 from torch import nn
 
 from yolor_lightning.analysis.complexity import count_parameters
@@ -21,7 +19,6 @@ from yolor_lightning.models import (
     build_yolov4_csp,
     output_tensors,
 )
-from yolor_lightning.models.gelan import GELAN_SIZES
 from yolor_lightning.models.registry import Registry
 
 YOLOR_SITES = {"fa": {"operator": "add"}, "pr": {"operator": "mul"}}
@@ -101,11 +98,3 @@ def test_gelan_config_picks_its_parts_and_sizes() -> None:
         "dfl",
         "s",
     )
-
-
-def test_a_size_of_another_model_is_refused() -> None:
-    with pytest.raises(ConfigCompositionException) as error:
-        compose_config(["model=gelan", "model.size=tiny"])
-    message = composition_message(error.value)
-    assert "model.size" in message and "tiny" in message
-    assert all(size in message for size in GELAN_SIZES)

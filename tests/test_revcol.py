@@ -13,8 +13,6 @@ import pytest
 import torch
 from cli_runs import STEPS_PER_EPOCH as DDP_STEPS_PER_EPOCH
 from cli_runs import TINY, offline_environment, run
-from hydra.errors import ConfigCompositionException
-from test_config import composition_message
 from test_train import STEPS_PER_EPOCH, TINY_RUN
 
 from yolor_lightning.analysis.complexity import count_gflops, count_parameters
@@ -25,7 +23,6 @@ from yolor_lightning.models import build_network
 from yolor_lightning.models.initialization import initialize
 from yolor_lightning.models.revcol import (
     ALPHA_MIN,
-    REVCOL_SIZES,
     RevColBackbone,
     RevColClassifier,
     RevColSize,
@@ -252,9 +249,6 @@ def test_reversible_revcol_trains_with_ddp_on_two_cpu_processes(tmp_path: Path) 
     assert (results["epochs"], results["steps"]) == (1, DDP_STEPS_PER_EPOCH[2])
 
 
-def test_config_refuses_another_models_size_and_a_drop_path_of_one() -> None:
-    with pytest.raises(ConfigCompositionException) as error:
-        compose_config(["model=revcol", "model.size=c"])
-    assert all(size in composition_message(error.value) for size in REVCOL_SIZES)
+def test_config_refuses_a_drop_path_of_one() -> None:
     with pytest.raises(ConfigValueError, match=r"model.drop_path=1.0.*\[0, 1\)"):
         check_values(compose_config(["model=revcol", "model.drop_path=1.0"]))

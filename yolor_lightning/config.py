@@ -26,20 +26,14 @@ from yolor_lightning.models import (
     AUXILIARY_BRANCHES,
     BACKBONES,
     DETECTION_HEADS,
-    MODEL_SIZES,
     NECKS,
     TASKS,
 )
 from yolor_lightning.models.dfl_head import DFL_SITE_OPERATORS
-from yolor_lightning.models.gelan import GELAN_SIZES
-from yolor_lightning.models.revcol import REVCOL_SIZES
 from yolor_lightning.models.sites import SITE_OPERATORS, SITE_TASKS, site_problem
 from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES
 from yolor_lightning.tasks.weighting import WEIGHTINGS
 
-ModelSize = Enum("ModelSize", {name: name for name in MODEL_SIZES})
-GELANSize = Enum("GELANSize", {name: name for name in GELAN_SIZES})
-RevColSize = Enum("RevColSize", {name: name for name in REVCOL_SIZES})
 Backbone = Enum("Backbone", {name: name for name in BACKBONES.names})
 Neck = Enum("Neck", {name: name for name in NECKS.names})
 DetectionHead = Enum("DetectionHead", {name: name for name in DETECTION_HEADS.names})
@@ -79,7 +73,9 @@ class ImplicitSchema:
 
 @dataclass
 class ModelSchema:
-    """A network from named parts (`models.registry`); each model's schema types its sizes."""
+    """A network from named parts (`models.registry`). `size` is checked by :func:`check_values`
+    against the sizes of the chosen model's parts, not typed here: a multirun composes its
+    command line before a job's experiment picks the model."""
 
     name: str = MISSING
     backbone: Backbone = MISSING  # type: ignore[valid-type]
@@ -94,24 +90,11 @@ class ModelSchema:
 
 
 @dataclass
-class YOLOv4CSPSchema(ModelSchema):
-    name: str = "yolov4_csp"
-    size: ModelSize = MISSING  # type: ignore[valid-type]
-
-
-@dataclass
-class GELANSchema(ModelSchema):
-    name: str = "gelan"
-    size: GELANSize = MISSING  # type: ignore[valid-type]
-
-
-@dataclass
 class RevColSchema(ModelSchema):
     """RevCol: `reversible` backward (recompute instead of store), `drop_path` (null: the
     size's rate)."""
 
     name: str = "revcol"
-    size: RevColSize = MISSING  # type: ignore[valid-type]
     reversible: bool = True
     drop_path: float | None = None
 
@@ -251,8 +234,7 @@ class TaskSchema:
 def register_schemas() -> None:
     """Make the schemas available to the YAML defaults lists (idempotent)."""
     store = ConfigStore.instance()
-    store.store(group="model", name="yolov4_csp_schema", node=YOLOv4CSPSchema)
-    store.store(group="model", name="gelan_schema", node=GELANSchema)
+    store.store(group="model", name="model_schema", node=ModelSchema)
     store.store(group="model", name="revcol_schema", node=RevColSchema)
     store.store(group="task", name="task_schema", node=TaskSchema)
     store.store(group="data", name="data_schema", node=DataSchema)
@@ -381,6 +363,7 @@ def check_values(cfg: DictConfig) -> None:
             f"config key task.loss.level_weights={list(weights)} is invalid: "
             "must be 3 non-negative weights, one per level (strides 8/16/32)"
         )
+    _check_model_size(cfg)
     _check_tasks(cfg)
     _check_implicit_sites(cfg)
     _check_dfl_head(cfg)
@@ -416,6 +399,21 @@ def _check_validation_runs(cfg: DictConfig) -> None:
 def _name(value: object) -> object:
     """An Enum member's name (OmegaConf keeps enum-typed values as members), else the value."""
     return value.name if isinstance(value, Enum) else value
+
+
+def _check_model_size(cfg: DictConfig) -> None:
+    """`model.size` is one of the sizes the model's backbone (and auxiliary branch) registered."""
+    model = OmegaConf.select(cfg, "model", default=None)
+    if model is None or OmegaConf.select(model, "size", default=None) is None:
+        return
+    for registry, key in ((BACKBONES, "backbone"), (AUXILIARY_BRANCHES, "auxiliary")):
+        part = _name(OmegaConf.select(model, key, default=None))
+        sizes = registry.sizes_of(part) if part is not None else ()
+        if sizes and model.size not in sizes:
+            raise ConfigValueError(
+                f"config key model.size={model.size!r} is invalid for model={model.name}: must "
+                f"be one of {', '.join(sizes)} (the sizes of its {registry.kind} {part})"
+            )
 
 
 def _check_tasks(cfg: DictConfig) -> None:

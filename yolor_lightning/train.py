@@ -204,7 +204,7 @@ def run_record(cfg: DictConfig) -> dict[str, Any]:
         "overrides": run_overrides(),
         "choices": {
             "model": cfg.model.name,
-            "size": str(cfg.model.size.name),
+            "size": cfg.model.size,
             "task": cfg.task.name,
             "data": cfg.data.name,
             "seed": cfg.seed,

@@ -206,7 +206,7 @@ class DualGELANBackbone(nn.Module):
         return self.second.level_maps(images, self.routes, projected)[-3:]
 
 
-@BACKBONES.register("gelan")
+@BACKBONES.register("gelan", sizes=tuple(GELAN_SIZES))
 def gelan_backbone(size: str) -> nn.Module:
     """GELAN's backbone of a size: one column, or two routed ones for GELAN-E."""
     return DualGELANBackbone(size) if gelan_size(size).dual else GELANBackbone(size)

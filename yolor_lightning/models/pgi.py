@@ -17,12 +17,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from yolor_lightning.models.gelan import GELANBackbone, GELANTopDown, gelan_size
+from yolor_lightning.models.gelan import GELAN_SIZES, GELANBackbone, GELANTopDown, gelan_size
 from yolor_lightning.models.registry import AUXILIARY_BRANCHES, DETECTION_HEADS
 from yolor_lightning.models.routing import Routes
 
 HeadFactory = Callable[[tuple[int, ...]], nn.Module]
 """Builds a branch's det head on maps of the given channels."""
+
+PGI_SIZES = tuple(name for name, spec in GELAN_SIZES.items() if not spec.dual)
+"""The GELAN sizes with an auxiliary branch (not E: its branch is not built)."""
 
 
 class RoutedAuxiliary(nn.Module):
@@ -52,7 +55,7 @@ class TopDownAuxiliary(nn.Module):
         return self.head(self.path(features))
 
 
-@AUXILIARY_BRANCHES.register("pgi")
+@AUXILIARY_BRANCHES.register("pgi", sizes=PGI_SIZES)
 def pgi(
     size: str, backbone_channels: Sequence[int], num_classes: int, strides: Sequence[int], head: str
 ) -> nn.Module:
@@ -61,7 +64,7 @@ def pgi(
     if spec.dual:
         raise ValueError(
             "YOLOv9-E's auxiliary branch (a top-down path on the first backbone column) is not "
-            "built: model.auxiliary=pgi takes sizes t, s, m, c"
+            f"built: model.auxiliary=pgi takes sizes {', '.join(PGI_SIZES)}"
         )
     branch = TopDownAuxiliary if spec.light else RoutedAuxiliary
     return branch(

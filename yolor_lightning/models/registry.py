@@ -7,7 +7,8 @@ parts. The contracts the factories keep:
 - backbone `(size, **options) -> module`: `forward(images) -> [maps]`, finest first, with the
   attributes `out_channels` and `strides` (one entry per map, as timm's `feature_info`);
   `options` are the model-config keys the backbone was registered with
-  (`@BACKBONES.register("revcol", options=("reversible", "drop_path"))`);
+  (`@BACKBONES.register("revcol", options=("reversible", "drop_path"))`), `sizes` the size
+  names it takes (`sizes=tuple(REVCOL_SIZES)`: what `model.size` is checked against);
 - neck `(in_channels, size) -> module`: `forward(maps) -> [maps]` at the same strides, with the
   attribute `out_channels`;
 - detection head `(in_channels, num_classes, strides, implicit) -> module`: `forward(maps)`
@@ -36,19 +37,28 @@ class Registry:
         self.kind = kind
         self._factories: dict[str, Callable[..., nn.Module]] = {}
         self._options: dict[str, tuple[str, ...]] = {}
+        self._sizes: dict[str, tuple[str, ...]] = {}
 
-    def register(self, name: str, options: tuple[str, ...] = ()) -> Callable[[Factory], Factory]:
+    def register(
+        self, name: str, options: tuple[str, ...] = (), sizes: tuple[str, ...] = ()
+    ) -> Callable[[Factory], Factory]:
         """Decorator: register a factory under `name` (a name is registered once); `options`:
-        the model-config keys it takes as keyword arguments (see `options_of`)."""
+        the model-config keys it takes as keyword arguments (see `options_of`); `sizes`: the
+        size names it takes (see `sizes_of`)."""
 
         def add(factory: Factory) -> Factory:
             if name in self._factories:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._factories[name] = factory
             self._options[name] = options
+            self._sizes[name] = sizes
             return factory
 
         return add
+
+    def sizes_of(self, name: str) -> tuple[str, ...]:
+        """The size names part `name` takes (empty: it takes no size)."""
+        return self._sizes.get(name, ())
 
     def options_of(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword arguments of part `name` that `config` (a model config) sets."""

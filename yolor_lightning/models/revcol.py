@@ -180,7 +180,7 @@ class RevColBackbone(nn.Module):
         return RevColClassifier(self, num_classes)
 
 
-@BACKBONES.register("revcol", options=("reversible", "drop_path"))
+@BACKBONES.register("revcol", options=("reversible", "drop_path"), sizes=tuple(REVCOL_SIZES))
 def revcol_backbone(size: str, reversible: bool = True, drop_path: float | None = None):
     return RevColBackbone(size, reversible, drop_path)
 

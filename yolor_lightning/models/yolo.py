@@ -27,7 +27,7 @@ def size_multipliers(size: str) -> tuple[float, float]:
     return MODEL_SIZES[size]
 
 
-@BACKBONES.register("cspdarknet53")
+@BACKBONES.register("cspdarknet53", sizes=tuple(MODEL_SIZES))
 def cspdarknet53(size: str) -> CSPDarknet53:
     return CSPDarknet53(*size_multipliers(size))
 

@@ -30,6 +30,7 @@ from yolor_lightning.models import (
     TASKS,
 )
 from yolor_lightning.models.dfl_head import DFL_SITE_OPERATORS
+from yolor_lightning.models.norms import NORMS
 from yolor_lightning.models.sites import SITE_OPERATORS, SITE_TASKS, site_problem
 from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES
 from yolor_lightning.tasks.weighting import WEIGHTINGS
@@ -43,6 +44,7 @@ ImplicitPrior = Enum("ImplicitPrior", {name: name for name in PRIORS})
 Coefficients = Enum("Coefficients", {name: name for name in COEFFICIENTS})
 EmbeddingLoss = Enum("EmbeddingLoss", {name: name for name in EMBEDDING_LOSSES})
 Weighting = Enum("Weighting", {name: name for name in WEIGHTINGS})
+Norm = Enum("Norm", {name: name for name in NORMS})
 
 
 class ConfigValueError(ValueError):
@@ -86,6 +88,7 @@ class ModelSchema:
     num_classes: int = MISSING
     tasks: list[str] = MISSING
     embedding_dim: int = 128
+    norm: Norm = Norm.bn  # type: ignore[valid-type,attr-defined]
     implicit: ImplicitSchema = field(default_factory=ImplicitSchema)
 
 
@@ -367,6 +370,7 @@ def check_values(cfg: DictConfig) -> None:
     _check_tasks(cfg)
     _check_implicit_sites(cfg)
     _check_dfl_head(cfg)
+    _check_norm(cfg)
     _check_validation_runs(cfg)
 
 
@@ -461,6 +465,21 @@ def _check_dfl_head(cfg: DictConfig) -> None:
                 "model.head=dfl: its detection sites are "
                 + ", ".join(f"{s} ({'|'.join(o)})" for s, o in DFL_SITE_OPERATORS.items())
             )
+
+
+def _check_norm(cfg: DictConfig) -> None:
+    """`model.norm=syncbn` is not for DDP on CPUs: PyTorch's SyncBatchNorm synchronises GPU
+    tensors only (in one process it is batch norm)."""
+    if _name(OmegaConf.select(cfg, "model.norm", default=None)) != "syncbn":
+        return
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default=None)
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default=""))
+    if accelerator == "cpu" and strategy.startswith("ddp"):
+        raise ConfigValueError(
+            "config key model.norm='syncbn' is invalid with trainer.accelerator=cpu and "
+            f"trainer.strategy={strategy}: SyncBatchNorm synchronises GPU tensors only "
+            "(use model.norm=bn or gn with trainer=ddp_cpu)"
+        )
 
 
 def _check_implicit_sites(cfg: DictConfig) -> None:

@@ -7,7 +7,8 @@ convolution (:func:`yolor_lightning.implicit.fold`) and writes, into ``out`` (de
 - ``model_folded.pt``: the plain network's ``state_dict`` with the config that rebuilds it
   (:func:`load_folded`); the folded network is the baseline architecture, implicit sites gone;
 - ``model_folded.onnx``: the folded network in its inference form (batch norms and RepConvN
-  branches fused into their convolutions, :func:`yolor_lightning.models.fusion.fuse`);
+  branches fused into their convolutions, :func:`yolor_lightning.models.fusion.fuse`; the group
+  norms of a ``model.norm=gn`` network stay in the graph, counted in ``unfolded_norms``);
   images ``[B, 3, S, S]`` float in [0, 1] -> one output per task the
   network has: ``predictions`` ``[B, N, 5+nc]`` (det: cx, cy, w, h in pixels, objectness and class
   probabilities, ready for NMS), ``class_probabilities`` ``[B, nc]`` (cls), and
@@ -87,7 +88,8 @@ def load_folded(path: str | Path) -> UnifiedNetwork:
 
 
 def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | None = None) -> dict:
-    """Fold the checkpoint's network and write it as a checkpoint and as ONNX; return the paths."""
+    """Fold the checkpoint's network and write it as a checkpoint and as ONNX; return the paths
+    and `unfolded_norms`, the group norms left in the ONNX graph (`model.norm=gn`)."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt={ckpt}: no such checkpoint file")
@@ -109,6 +111,7 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
             "num_classes": int(model["num_classes"]),
             "tasks": list(folded.tasks),
             "embedding_dim": int(model.get("embedding_dim", 128)),
+            "norm": str(model.get("norm", "bn")),
             "image_size": int(size),
             "categories": categories_of(checkpoint),
             "folded_from": {"checkpoint": str(ckpt), "implicit": model.get("implicit")},
@@ -117,8 +120,15 @@ def export(ckpt: str | Path, out: str | Path | None = None, image_size: int | No
         weights,
     )
     onnx_path = out_dir / FOLDED_ONNX
-    _export_onnx(DeployedNetwork(fuse(folded)).eval(), int(size), onnx_path)
-    return {"checkpoint": weights, "onnx": onnx_path, "image_size": int(size)}
+    fused = fuse(folded)
+    _export_onnx(DeployedNetwork(fused).eval(), int(size), onnx_path)
+    unfolded = sum(isinstance(m, nn.GroupNorm) for m in fused.modules())
+    return {
+        "checkpoint": weights,
+        "onnx": onnx_path,
+        "image_size": int(size),
+        "unfolded_norms": unfolded,
+    }
 
 
 def _export_onnx(deployed: DeployedNetwork, image_size: int, path: Path) -> None:
@@ -154,6 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     written = export(cfg.ckpt, cfg.out, cfg.image_size)
     print(f"folded checkpoint: {written['checkpoint']}")
     print(f"ONNX ({written['image_size']}x{written['image_size']}): {written['onnx']}")
+    if written["unfolded_norms"]:
+        print(
+            f"model.norm=gn: {written['unfolded_norms']} GroupNorm layers stay in the ONNX graph, "
+            "not folded into their convolutions (group norm normalises each image by its own "
+            "statistics)"
+        )
 
 
 if __name__ == "__main__":

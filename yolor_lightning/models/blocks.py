@@ -3,7 +3,8 @@
 Every convolution is followed by batch norm and SiLU, as in YOLOR's `yolov4_csp.cfg` (the darknet
 cfg of Scaled-YOLOv4 with Mish replaced by SiLU). Batch-norm settings follow YOLOR's code
 (`models/models.py` builds `BatchNorm2d(momentum=0.03, eps=1e-4)`); YOLOv5 / YOLOv9 use eps 1e-3
-(`YoloV9Conv`).
+(`YoloV9Conv`). `use_norm` swaps the batch norm of every Conv block for another normalisation
+(`model.norm`, `models.norms`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import math
 import torch
 from torch import nn
 
-BN_MOMENTUM = 0.03
+from yolor_lightning.models.norms import make_norm
 
 
 class Conv(nn.Sequential):
-    """Convolution (no bias) + batch norm + SiLU (or no activation: `activation=False`), padded
-    to keep the size at stride 1. Batch norm with YOLOR's eps."""
+    """Convolution (no bias) + normalisation + SiLU (or no activation: `activation=False`),
+    padded to keep the size at stride 1. Batch norm with YOLOR's eps, unless `use_norm` gave the
+    block another normalisation (with the same eps)."""
 
     norm_eps = 1e-4
 
@@ -41,14 +43,26 @@ class Conv(nn.Sequential):
                 groups=groups,
                 bias=False,
             ),
-            nn.BatchNorm2d(out_channels, eps=self.norm_eps, momentum=BN_MOMENTUM),
+            make_norm("bn", out_channels, self.norm_eps),
             nn.SiLU(inplace=True) if activation else nn.Identity(),
         )
+
+    @property
+    def foldable(self) -> bool:
+        """Whether the norm folds into the convolution: batch norm does (in eval mode an affine
+        map of fixed running statistics); group norm normalises each image by its own
+        statistics, so no fixed weights compute it."""
+        return isinstance(self[1], nn.modules.batchnorm._BatchNorm)
 
     @torch.no_grad()
     def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """`(W', b')` of the one biased convolution that computes conv + batch norm (eval mode):
         `W' = W·γ/σ`, `b' = β − μ·γ/σ` with `σ = sqrt(running_var + eps)`."""
+        if not self.foldable:
+            raise ValueError(
+                f"a Conv block with {type(self[1]).__name__} (model.norm=gn) cannot be folded: "
+                "group norm normalises each image by its own statistics"
+            )
         conv, norm = self[0], self[1]
         scale = norm.weight / (norm.running_var + norm.eps).sqrt()
         return conv.weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale
@@ -72,6 +86,22 @@ class Conv(nn.Sequential):
             merged.weight.copy_(weight)
             merged.bias.copy_(bias)
         return nn.Sequential(merged, self[2])
+
+
+def use_norm(network: nn.Module, name: str) -> nn.Module:
+    """`network` with the normalisation of every Conv block replaced by `name` (`models.norms`:
+    bn, gn, syncbn), each with its block's eps; in place (`bn`: as built)."""
+    if name == "bn":
+        return network
+    blocks = [module for module in network.modules() if isinstance(module, Conv)]
+    if not blocks:
+        raise ValueError(
+            f"model.norm={name!r} has no Conv block to normalise in this network (RevCol's "
+            "blocks use LayerNorm): use model.norm=bn"
+        )
+    for block in blocks:
+        block[1] = make_norm(name, block[1].num_features, block.norm_eps)
+    return network
 
 
 class Bottleneck(nn.Module):

@@ -3,7 +3,9 @@ one biased convolution, RepConvN's two branches as one 3x3 convolution) replaced
 
 The result computes the same function in eval mode (batch norm with its running statistics) and
 is what YOLOv9 calls the fused model; implicit knowledge is folded separately
-(`yolor_lightning.implicit.fold`).
+(`yolor_lightning.implicit.fold`). Blocks whose norm does not fold (`foldable` false: group
+norm, `model.norm=gn`, normalises each image by its own statistics) stay as they are:
+convolution, GroupNorm, activation.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from torch import nn
 
 def fuse(network: nn.Module) -> nn.Module:
     """A copy of `network` with each outermost module that has `fused()` replaced by its
-    result (a RepConvN is fused as a whole, not as its two Conv branches)."""
+    result (a RepConvN is fused as a whole, not as its two Conv branches); blocks that are not
+    `foldable` (group norm) are kept unfused."""
     fused = copy.deepcopy(network).eval()
     targets = []
     for name, module in fused.named_modules():
         inside = any(name.startswith(f"{outer}.") for outer in targets)
-        if hasattr(module, "fused") and not inside:
+        if hasattr(module, "fused") and getattr(module, "foldable", True) and not inside:
             targets.append(name)
     for name in targets:
         fused.set_submodule(name, fused.get_submodule(name).fused())

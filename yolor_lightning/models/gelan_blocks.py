@@ -33,6 +33,11 @@ class RepConvN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(x) + self.pointwise(x))
 
+    @property
+    def foldable(self) -> bool:
+        """Whether both branches' norms fold (batch norm; not group norm)."""
+        return self.dense.foldable and self.pointwise.foldable
+
     @torch.no_grad()
     def fused(self) -> nn.Sequential:
         merged = self.dense.fused()

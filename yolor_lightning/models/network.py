@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from yolor_lightning.models.blocks import use_norm
 from yolor_lightning.models.registry import (
     AUXILIARY_BRANCHES,
     BACKBONES,
@@ -121,7 +122,8 @@ def build_network(model: Mapping[str, Any]) -> UnifiedNetwork:
     registered `backbone` (with the options it registered, e.g. RevCol's `reversible`) and
     `neck` at `size`, and a head per task of `tasks` (default det),
     the det head being the registered `head` (default anchor), with the `implicit` sites, and
-    the registered `auxiliary` branch when one is named (it needs det).
+    the registered `auxiliary` branch when one is named (it needs det); every Conv block
+    normalised by `norm` (bn, gn, syncbn: `models.norms`; default bn).
     A config without parts (a checkpoint from before parts had names) is YOLOv4-CSP's."""
     name = model.get("backbone", "cspdarknet53")
     backbone = BACKBONES.build(name, model["size"], **BACKBONES.options_of(name, model))
@@ -147,7 +149,7 @@ def build_network(model: Mapping[str, Any]) -> UnifiedNetwork:
             backbone.strides,
             model.get("head", "anchor"),
         )
-    return UnifiedNetwork(backbone, neck, heads, auxiliary)
+    return use_norm(UnifiedNetwork(backbone, neck, heads, auxiliary), model.get("norm", "bn"))
 
 
 def output_tensors(outputs: torch.Tensor | Sequence | Mapping) -> list[torch.Tensor]:

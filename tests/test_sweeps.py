@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from wandb_records import offline_runs
 
 from yolor_lightning.config import check_values, plain, register_schemas
@@ -92,6 +92,25 @@ def test_tasks_sweep_runs_the_multi_task_experiments():
     assert sorted(cfg.experiment_name for cfg in configs) == sorted(
         ["det_only", "cls_only", "jdc", "ijdc", "jde", "ijde"]
     )
+
+
+def test_techniques_sweep_runs_each_training_technique_alone_against_the_baseline():
+    configs = {cfg.experiment_name: cfg for cfg in job_configs("techniques")}
+    assert sorted(configs) == sorted(
+        ["baseline", "focal", "mixup", "label_smoothing", "group_norm"]
+    )
+    assert {cfg.sweep_name for cfg in configs.values()} == {"techniques"}
+    changed = {
+        "focal": "task.loss.fl_gamma",
+        "mixup": "data.augment.mixup",
+        "label_smoothing": "task.loss.label_smoothing",
+        "group_norm": "model.norm",
+    }
+    baseline = configs["baseline"]
+    for name, key in changed.items():
+        for other, cfg in configs.items():
+            differs = OmegaConf.select(cfg, key) != OmegaConf.select(baseline, key)
+            assert differs == (other == name), f"{other}: {key}"
 
 
 def test_seeds_sweep_combines_with_a_table():

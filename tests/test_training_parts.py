@@ -145,7 +145,7 @@ def test_implicit_knowledge_gets_its_own_group_without_weight_decay():
     grouped = [id(p) for group in groups.values() for p in group]
     assert sorted(grouped) == sorted(id(p) for p in module.network.parameters())
 
-    module.trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=10, max_epochs=1, world_size=1)
     optimizer = module.configure_optimizers()["optimizer"]
     (group,) = [g for g in optimizer.param_groups if implicit & {id(p) for p in g["params"]}]
     assert {id(p) for p in group["params"]} == implicit

@@ -145,6 +145,7 @@ class OptimizerSchema:
     nesterov: bool = True
     weight_decay: float = 0.0005
     nominal_batch_size: int = 64
+    accumulate_to_nominal: bool = False
 
 
 @dataclass
@@ -153,6 +154,8 @@ class ScheduleSchema:
     warmup_momentum: float = 0.8
     warmup_bias_lr: float = 0.1
     final_lr_fraction: float = 0.1
+    min_warmup_steps: int = 0
+    cosine_per_epoch: bool = False
 
 
 @dataclass
@@ -292,6 +295,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.schedule.warmup_momentum": (_below_one, "in [0, 1)"),
     "task.schedule.warmup_bias_lr": (_non_negative, ">= 0"),
     "task.schedule.final_lr_fraction": (_fraction, "in [0, 1]"),
+    "task.schedule.min_warmup_steps": (_non_negative, ">= 0"),
     "task.loss.box_gain": (_non_negative, ">= 0"),
     "task.loss.obj_gain": (_non_negative, ">= 0"),
     "task.loss.cls_gain": (_non_negative, ">= 0"),

@@ -7,7 +7,9 @@ validation and saves them as the checkpoint's ``state_dict``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
@@ -36,3 +38,17 @@ class RampedEMA(WeightAveraging):
 
     def __init__(self, decay: float = 0.9999, ramp_steps: float = 2000) -> None:
         super().__init__(use_buffers=True, multi_avg_fn=ramped_ema_update(decay, ramp_steps))
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Average only after batches that ended with an optimizer step: ``global_step`` counts
+        every batch, also those that only add gradients up
+        (task.optimizer.accumulate_to_nominal)."""
+        if getattr(pl_module, "optimizer_stepped", True):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -2,7 +2,9 @@
 
 During warm-up the bias group starts high (``warmup_bias_lr``) and falls to its scheduled value,
 the other groups rise from 0, and momentum rises from ``warmup_momentum`` to its final value.
-After warm-up every group follows ``lr * (final + (1 - final) * (1 + cos(pi * t)) / 2)``.
+After warm-up every group follows ``lr * (final + (1 - final) * (1 + cos(pi * t)) / 2)``, where
+``t`` is the fraction of training done, counted per step or, as the official recipes do it, per
+epoch (``decay_interval``: the learning rate then changes only at epoch boundaries).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ class WarmupCosineSchedule(LRScheduler):
         final_lr_fraction: float,
         warmup_bias_lr: float,
         warmup_momentum: float,
+        decay_interval: int = 1,
     ) -> None:
         self.total_steps = max(1, total_steps)
+        self.decay_interval = max(1, decay_interval)
         self.warmup_steps = max(0, warmup_steps)
         self.final_lr_fraction = final_lr_fraction
         self.warmup_bias_lr = warmup_bias_lr
@@ -34,7 +38,8 @@ class WarmupCosineSchedule(LRScheduler):
         super().__init__(optimizer)
 
     def cosine_factor(self, step: int) -> float:
-        progress = min(1.0, step / self.total_steps)
+        decayed = step // self.decay_interval * self.decay_interval
+        progress = min(1.0, decayed / self.total_steps)
         final = self.final_lr_fraction
         return final + (1 - final) * (1 + math.cos(math.pi * progress)) / 2
 

@@ -14,6 +14,7 @@ from yolor_lightning.data.transforms import letterbox_to_original
 from yolor_lightning.implicit import Implicit, sparsity_penalty
 from yolor_lightning.models import UnifiedNetwork, build_network
 from yolor_lightning.models.initialization import initialize
+from yolor_lightning.tasks.accumulation import NominalBatchAccumulation
 from yolor_lightning.tasks.alignment import Assignment, assigned_cells
 from yolor_lightning.tasks.classification import multilabel_loss, multilabel_metrics
 from yolor_lightning.tasks.detection_loss import detection_loss_for
@@ -139,6 +140,9 @@ class UnifiedModule(L.LightningModule):
             {task: weighting["weights"].get(task, 1.0) for task in self.tasks},
         )
         initialize(self, seed)
+        # Set by configure_optimizers (task.optimizer.accumulate_to_nominal).
+        self.accumulation: NominalBatchAccumulation | None = None
+        self.optimizer_stepped = True  # whether the last batch ended with an optimizer step
 
     def forward(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
         """The network's outputs (see `UnifiedNetwork`) for uint8 or [0, 1] float images."""
@@ -261,15 +265,46 @@ class UnifiedModule(L.LightningModule):
             "gains (task.loss.*)"
         )
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure=None):
+        """Step after every batch, or with task.optimizer.accumulate_to_nominal only after the
+        batches that close an accumulation interval (the others run forward and backward and
+        add their gradients up). ``global_step`` counts batches either way."""
+        self.optimizer_stepped = self.accumulation is None or self.accumulation.steps_after(
+            self.global_step
+        )
+        if self.optimizer_stepped:
+            optimizer.step(closure=optimizer_closure)
+        else:
+            optimizer_closure()
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        if self.optimizer_stepped:  # else the gradients of this interval are still adding up
+            optimizer.zero_grad()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to save non-finite weights (the checkpoint's ``state_dict``: the EMA weights
-        where EMA is on)."""
+        where EMA is on). Gradients added up in an open accumulation interval are saved too, so
+        that a resume continues the interval exactly."""
         bad = non_finite(checkpoint["state_dict"])
         if bad:
             raise NonFiniteError(
                 f"{len(bad)} tensors of the weights to save at step {self.global_step} are not "
                 f"finite (e.g. {', '.join(bad[:3])}): the run stops without saving them"
             )
+        if not self.optimizer_stepped:
+            checkpoint["accumulated_gradients"] = {
+                name: parameter.grad.clone()
+                for name, parameter in self.named_parameters()
+                if parameter.grad is not None
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        gradients = checkpoint.get("accumulated_gradients")
+        self.optimizer_stepped = gradients is None
+        if gradients is not None:
+            for name, parameter in self.named_parameters():
+                if name in gradients:
+                    parameter.grad = gradients[name].to(parameter.device)
 
     def on_fit_start(self) -> None:
         """Log what the dataset validation skipped (``data.skip_bad``), once per split."""
@@ -338,7 +373,21 @@ class UnifiedModule(L.LightningModule):
             extra = split_decay_groups(self.identity_classifier)
             groups["weights"] += extra["weights"]
             groups["biases"] += extra["biases"]
-        decay = settings["weight_decay"] * self.hparams.batch_size / settings["nominal_batch_size"]
+        total_batch = self.hparams.batch_size * self.trainer.world_size
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        warmup_steps = max(
+            round(schedule["warmup_epochs"] * steps_per_epoch), schedule["min_warmup_steps"]
+        )
+        self.accumulation = (
+            NominalBatchAccumulation(settings["nominal_batch_size"], total_batch, warmup_steps)
+            if settings["accumulate_to_nominal"]
+            else None
+        )
+        images_per_step = total_batch * (
+            self.accumulation.final_interval if self.accumulation else 1
+        )
+        decay = settings["weight_decay"] * images_per_step / settings["nominal_batch_size"]
         optimizer = torch.optim.SGD(
             [
                 {"params": groups["weights"], "weight_decay": decay},
@@ -354,12 +403,11 @@ class UnifiedModule(L.LightningModule):
             # refuses gradient clipping under mixed precision with a fused optimizer.
             foreach=True,
         )
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
         scheduler = WarmupCosineSchedule(
             optimizer,
             total_steps=total_steps,
-            warmup_steps=round(schedule["warmup_epochs"] * steps_per_epoch),
+            warmup_steps=warmup_steps,
+            decay_interval=steps_per_epoch if schedule["cosine_per_epoch"] else 1,
             final_lr_fraction=schedule["final_lr_fraction"],
             warmup_bias_lr=schedule["warmup_bias_lr"],
             warmup_momentum=schedule["warmup_momentum"],

@@ -4,6 +4,10 @@ an effect from noise).
     python benchmarks/seed_variance.py CANDIDATE [CANDIDATE ...] [--seeds 0 1 2 3 4 5]
         [--parallel 2] [--out DIR] [--source CHECKOUT]
 
+A candidate is a name below or ``experiment=NAME``: the default recipe with an experiment file
+(``+experiment=NAME``), so that an ablation table's rows run with the same protocol and their
+folders feed ``python -m yolor_lightning.report``.
+
 Runs every seed of each candidate recipe as a real training run (``python -m yolor_lightning``,
 two processes side by side with one torch thread each: the fastest use of a 2-core machine),
 then summarises each candidate: per seed the final AP / AP50 (best checkpoint, re-validated), the
@@ -30,12 +34,23 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "seed_variance.json"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
+# One loader worker per process, so that two runs side by side do not oversubscribe the cores.
+SIDE_BY_SIDE = ["data.num_workers=1"]
+
+EARLIER_EVALUATION = [
+    "data.shapes.num_val=300",
+    "trainer.check_val_every_n_epoch=1",
+    "callbacks.checkpoint.evaluate=best",
+]
+
 CANDIDATES: dict[str, list[str]] = {
-    # today's default recipe (shapes_cpu: 256 px, fp32, 6 epochs, lr 0.04), one loader worker
-    # per process so that two runs side by side do not oversubscribe the two cores
-    "today": ["trainer.precision=32-true", "data.num_workers=1"],
-    # the same recipe in bfloat16 mixed precision: paired with `today` seed by seed
-    "today_bf16": ["trainer.precision=bf16-mixed", "data.num_workers=1"],
+    # the default recipe as it is now (shapes_cpu: bf16 where the CPU has it, 1,000 validation
+    # images every second epoch, the final EMA weights evaluated)
+    "default": SIDE_BY_SIDE,
+    # the earlier default recipe (256 px, 6 epochs, lr 0.04, 300 validation images every epoch,
+    # the best epoch evaluated), in fp32 and in bfloat16 mixed precision, paired seed by seed
+    "today": [*SIDE_BY_SIDE, "trainer.precision=32-true", *EARLIER_EVALUATION],
+    "today_bf16": [*SIDE_BY_SIDE, "trainer.precision=bf16-mixed", *EARLIER_EVALUATION],
     # a cheaper step (192 px, bf16) buys twice the epochs, so that runs end nearer their plateau;
     # a 1,000-image validation split for less evaluation noise, validated every third epoch
     "plateau": [
@@ -45,23 +60,44 @@ CANDIDATES: dict[str, list[str]] = {
         "trainer.max_epochs=12",
         "trainer.check_val_every_n_epoch=3",
         "data.shapes.num_val=1000",
+        "callbacks.checkpoint.evaluate=best",
     ],
     # screening the learning speed per step (classification is the slowest loss to fall)
-    "cls4": ["trainer.precision=bf16-mixed", "data.num_workers=1", "task.loss.cls_gain=4.0"],
-    "lr08": [
+    "cls4": [
+        *SIDE_BY_SIDE,
         "trainer.precision=bf16-mixed",
-        "data.num_workers=1",
+        *EARLIER_EVALUATION,
+        "task.loss.cls_gain=4.0",
+    ],
+    "lr08": [
+        *SIDE_BY_SIDE,
+        "trainer.precision=bf16-mixed",
+        *EARLIER_EVALUATION,
         "task.optimizer.lr=0.08",
         "task.schedule.warmup_epochs=2.0",
     ],
 }
 
 
+def overrides_of(candidate: str) -> list[str]:
+    if candidate.startswith("experiment="):
+        return [*SIDE_BY_SIDE, f"+{candidate}"]
+    return CANDIDATES[candidate]
+
+
+def candidate_name(value: str) -> str:
+    if value in CANDIDATES or value.startswith("experiment="):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: a candidate is one of {sorted(CANDIDATES)} or experiment=NAME"
+    )
+
+
 def run_seed(candidate: str, seed: int, out: Path, source: Path) -> dict:
-    folder = out / candidate / f"seed{seed}"
+    folder = out / candidate.replace("=", "-") / f"seed{seed}"
     if not (folder / "results.json").is_file():
         command = [
-            sys.executable, "-m", "yolor_lightning", *CANDIDATES[candidate], f"seed={seed}",
+            sys.executable, "-m", "yolor_lightning", *overrides_of(candidate), f"seed={seed}",
             f"hydra.run.dir={folder}", "callbacks.progress_bar=null",
         ]  # fmt: skip
         started = time.perf_counter()
@@ -102,7 +138,7 @@ def spread(values: list[float]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("candidates", nargs="+", choices=sorted(CANDIDATES))
+    parser.add_argument("candidates", nargs="+", type=candidate_name)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(6)))
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("seed_variance_runs"))
@@ -118,7 +154,7 @@ def main() -> None:
         ]
         finished = [s for s in seeds if "failed" not in s]
         recorded[candidate] = {
-            "overrides": CANDIDATES[candidate],
+            "overrides": overrides_of(candidate),
             "seeds": seeds,
             "AP (best checkpoint, points)": spread([s["AP"] for s in finished]),
             "AP of the last epoch (points)": spread([s["last_epoch_AP"] for s in finished]),

@@ -23,7 +23,7 @@ from yolor_lightning.report.__main__ import main as report_main
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 HYDRA_APPS = {"yolor_lightning": "train", "yolor_lightning.evaluate": "evaluate"}
-TOOLS = ("summary", "export", "predict", "report")
+TOOLS = ("summary", "export", "predict", "report", "convert")
 NOT_RUN = ("make", "source", "wandb", ".venv/bin/pip", ".venv/bin/jupyter")
 """Commands left alone: set-up, uploads and front ends, not this project's entry points."""
 PLACEHOLDER = "placeholder"  # what a <date>, <time>, ... stands for: only composed, never read

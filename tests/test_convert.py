@@ -405,25 +405,23 @@ def placeholders() -> dict[str, Tensor]:
     return {key: torch.zeros(1) for key in official_shapes(YOLOV4_CSP)}
 
 
-def test_missing_key_names_the_key_and_the_file(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("removed", "added", "problem"),
+    [
+        ("module_list.110.Conv2d.weight", None, "missing key(s) module_list.110.Conv2d.weight"),
+        (None, "module_list.176.Conv2d.weight", "unexpected key(s) module_list.176.Conv2d.weight"),
+    ],
+)
+def test_missing_or_unexpected_key_names_the_key_and_the_file(
+    tmp_path: Path, removed: str | None, added: str | None, problem: str
+):
     state = placeholders()
-    del state["module_list.110.Conv2d.weight"]
+    state.pop(removed, None)
+    if added:
+        state[added] = torch.zeros(1)
     source = _official_file(tmp_path, state)
     expected = (
-        f"{source}: not the official yolov4_csp layout (cfg/yolov4_csp.cfg): "
-        "missing key(s) module_list.110.Conv2d.weight (1 in all)"
-    )
-    with pytest.raises(ConversionError, match=re.escape(expected)):
-        convert(source)
-
-
-def test_unexpected_key_names_the_key_and_the_file(tmp_path: Path):
-    state = placeholders()
-    state["module_list.176.Conv2d.weight"] = torch.zeros(1)
-    source = _official_file(tmp_path, state)
-    expected = (
-        f"{source}: not the official yolov4_csp layout (cfg/yolov4_csp.cfg): "
-        "unexpected key(s) module_list.176.Conv2d.weight (1 in all)"
+        f"{source}: not the official yolov4_csp layout (cfg/yolov4_csp.cfg): {problem} (1 in all)"
     )
     with pytest.raises(ConversionError, match=re.escape(expected)):
         convert(source)

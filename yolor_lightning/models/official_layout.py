@@ -150,38 +150,29 @@ def _head(head: DetectionHead) -> list[CfgLayer]:
     shift_channels (+ ImplicitA) before and a control_channels (× ImplicitM) after each
     prediction conv."""
     levels = range(len(head.predictors))
-    implicit = [isinstance(predictor, ImplicitConv2d) for predictor in head.predictors]
-    if not any(implicit):
-        return [
-            layer
-            for level in levels
-            for layer in (
-                NO_WEIGHTS,
-                CfgLayer(f"neck.output.{level}"),
-                CfgLayer(f"heads.det.predictors.{level}"),
-                NO_WEIGHTS,
-            )
-        ]
+    yolor = any(isinstance(predictor, ImplicitConv2d) for predictor in head.predictors)
     for level, predictor in enumerate(head.predictors):
-        if not _is_yolor_predictor(predictor):
+        if yolor and not _is_yolor_predictor(predictor):
             raise OfficialLayoutError(
                 f"heads.det.predictors.{level} is not the official YOLOR-CSP head's: it has "
                 "ImplicitA (add, vector prior) before and ImplicitM (mul, vector prior) after "
                 "each prediction conv (+experiment=yolor_csp)"
             )
     prefix = "heads.det.predictors"
+    sides = ("before", "after") if yolor else ()
+    implicit = [CfgLayer(f"{prefix}.{level}.{side}.0") for side in sides for level in levels]
+    channel_op = [NO_WEIGHTS] if yolor else []  # shift_channels / control_channels
     return [
-        *(CfgLayer(f"{prefix}.{level}.before.0") for level in levels),
-        *(CfgLayer(f"{prefix}.{level}.after.0") for level in levels),
+        *implicit,
         *(
             layer
             for level in levels
             for layer in (
                 NO_WEIGHTS,
                 CfgLayer(f"neck.output.{level}"),
-                NO_WEIGHTS,
-                CfgLayer(f"{prefix}.{level}.conv"),
-                NO_WEIGHTS,
+                *channel_op,
+                CfgLayer(f"{prefix}.{level}.conv" if yolor else f"{prefix}.{level}"),
+                *channel_op,
                 NO_WEIGHTS,
             )
         ),

@@ -19,6 +19,7 @@ from typing import Any, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from yolor_lightning.data.sampling import SAMPLERS, PKBatch
 from yolor_lightning.data.shapes import ShapesConfig
 from yolor_lightning.data.transforms import Augment
 from yolor_lightning.implicit import COEFFICIENTS, OPERATORS, PRIORS
@@ -45,6 +46,7 @@ Coefficients = Enum("Coefficients", {name: name for name in COEFFICIENTS})
 EmbeddingLoss = Enum("EmbeddingLoss", {name: name for name in EMBEDDING_LOSSES})
 Weighting = Enum("Weighting", {name: name for name in WEIGHTINGS})
 Norm = Enum("Norm", {name: name for name in NORMS})
+Sampler = Enum("Sampler", {name: name for name in SAMPLERS})
 
 
 class ConfigValueError(ValueError):
@@ -115,6 +117,7 @@ def _schema_of(frozen: type) -> type:
 
 AugmentSchema = _schema_of(Augment)
 ShapesSchema = _schema_of(ShapesConfig)
+PKSchema = _schema_of(PKBatch)
 
 
 @dataclass
@@ -130,6 +133,8 @@ class DataSchema:
     num_workers: int = 2
     skip_bad: bool = False
     identity_key: str | None = "track_id"
+    sampler: Sampler = Sampler.shuffle  # type: ignore[valid-type,attr-defined]
+    pk: PKSchema = field(default_factory=PKSchema)  # type: ignore[valid-type]
     augment: AugmentSchema = field(default_factory=AugmentSchema)  # type: ignore[valid-type]
 
 
@@ -320,6 +325,8 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "model.drop_path": (_below_one, "in [0, 1) (or null: the size's rate)"),
     "seed": (lambda v: v == int(v) and 0 <= v <= 2**32 - 1, "an integer in [0, 2**32 - 1]"),
     "data.num_workers": (_non_negative, ">= 0"),
+    "data.pk.identities": (_positive_integer, "an integer > 0 (P identities per batch)"),
+    "data.pk.instances": (_positive_integer, "an integer > 0 (K images per identity)"),
     "data.augment.mosaic": (_fraction, "in [0, 1] (a probability)"),
     "data.augment.mixup": (_fraction, "in [0, 1] (a probability)"),
     "data.augment.flip_lr": (_fraction, "in [0, 1] (a probability)"),

@@ -127,6 +127,17 @@ class CocoDetection(Dataset):
         identities = self._rows["identities"]
         return int(identities.max()) if identities.numel() else -1
 
+    def identity_images(self) -> dict[int, list[int]]:
+        """Identity -> the indices of the images holding a non-crowd object of it, in order
+        (crowd regions get no embedding: the collate drops them from the emb targets)."""
+        images: defaultdict[int, list[int]] = defaultdict(list)
+        identities, crowd = self._rows["identities"], self._rows["iscrowd"].bool()
+        for index, entry in enumerate(self._images):
+            rows = slice(entry.start, entry.end)
+            for identity in sorted(set(identities[rows][~crowd[rows]].tolist())):
+                images[identity].append(index)
+        return dict(images)
+
     @property
     def num_skipped(self) -> int:
         """Images and annotations left out by validation (``skip_bad``)."""

@@ -22,7 +22,9 @@ was mixed up with, if it was) only in training batches.
 
 The training order and augmentations come from the run's ``seed`` alone (see
 :mod:`yolor_lightning.data.sampling`): the same seed serves the same batches to every
-configuration.
+configuration. ``sampler`` picks the order: ``shuffle`` (every image once per epoch) or ``pk``
+(batches of ``pk.identities`` identities x ``pk.instances`` images holding each, for the emb
+task's batch-hard triplet).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from yolor_lightning.data.coco import CocoDetection, UnreadableImageError
-from yolor_lightning.data.sampling import SampleKey, SeededSampler
+from yolor_lightning.data.sampling import PKBatch, SampleKey, SeededSampler, make_train_sampler
 from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, default_cache_root, ensure_shapes
 from yolor_lightning.data.skipping import SkipCount, SkippedSample
 from yolor_lightning.data.transforms import (
@@ -202,6 +204,8 @@ class DetectionDataModule(LightningDataModule):
         augment: Mapping[str, Any] | None = None,
         targets: Sequence[str] = ("det",),
         identity_key: str = "track_id",
+        sampler: str = "shuffle",
+        pk: Mapping[str, int] | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -217,10 +221,29 @@ class DetectionDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.skip_bad = skip_bad
         self.augment = Augment(**(augment or {}))
+        self.sampler = sampler
+        self.pk = PKBatch(**(pk or {}))
+        if self.sampler == "pk":
+            self._check_pk()
         self.class_names: list[str] | None = None
         self.category_ids: list[int] | None = None
         self.skip_count = SkipCount()
         self._splits: dict[str, CocoDetection] = {}
+
+    def _check_pk(self) -> None:
+        """A P x K batch is one whole group of the identity-balanced order, over emb identities."""
+        if "emb" not in self.targets:
+            raise ValueError(
+                f"data.sampler=pk balances the identities of the emb task, but task.targets="
+                f"{list(self.targets)} has no emb: use task=jde or data.sampler=shuffle"
+            )
+        p, k = self.pk.identities, self.pk.instances
+        if p * k != self.batch_size:
+            raise ValueError(
+                f"data.pk.identities={p} x data.pk.instances={k} = {p * k} is invalid with "
+                f"data.batch_size={self.batch_size}: a batch is P identities x K images, so "
+                "their product must equal data.batch_size"
+            )
 
     def split_files(self, split: str) -> tuple[Path, Path] | None:
         """``(image_dir, ann_file)`` of ``split``, or ``None`` when the split does not exist."""
@@ -295,7 +318,7 @@ class DetectionDataModule(LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=SeededSampler(dataset, self.seed) if training else evaluation_sampler(dataset),
+            sampler=self._train_sampler(dataset) if training else evaluation_sampler(dataset),
             # workers' own seeds are drawn from this, not from the global RNG (they are unused:
             # every draw comes from the sample's key)
             generator=torch_generator(self.seed, "loader", split),
@@ -308,6 +331,12 @@ class DetectionDataModule(LightningDataModule):
                 num_classes=self.num_classes,
                 targets=self.targets,
             ),
+        )
+
+    def _train_sampler(self, dataset: DetectionDataset) -> SeededSampler:
+        """``data.sampler``: every image once per epoch, or P x K identity groups (``pk``)."""
+        return make_train_sampler(
+            self.sampler, dataset, self.seed, dataset.source.identity_images, self.pk
         )
 
 

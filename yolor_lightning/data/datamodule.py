@@ -221,7 +221,7 @@ class DetectionDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.skip_bad = skip_bad
         self.augment = Augment(**(augment or {}))
-        self.sampler = sampler
+        self.sampler = getattr(sampler, "name", sampler)  # the config schema's Enum member
         self.pk = PKBatch(**(pk or {}))
         if self.sampler == "pk":
             self._check_pk()

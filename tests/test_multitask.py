@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, f1_score
 
+from yolor_lightning.config import ConfigValueError, check_values, compose_config
 from yolor_lightning.tasks.classification import multilabel_loss, multilabel_metrics
 from yolor_lightning.tasks.embedding import (
     EmbeddingRetrieval,
@@ -18,6 +19,9 @@ from yolor_lightning.tasks.embedding import (
     batch_hard_pairs,
     batch_hard_triplet_loss,
     object_embeddings,
+    semihard_triplet_loss,
+    semihard_triplets,
+    triplet_loss,
 )
 from yolor_lightning.tasks.targets import assign_targets
 from yolor_lightning.tasks.weighting import TaskWeighting
@@ -64,6 +68,53 @@ def test_triplet_loss_without_any_positive_pair_is_zero_and_differentiable():
     loss = batch_hard_triplet_loss(embeddings, torch.tensor([0, 1, 2]), margin=0.3)
     loss.backward()
     assert loss.item() == 0.0 and embeddings.grad is not None
+
+
+def test_semihard_mining_takes_every_positive_pair_and_the_closest_farther_negative():
+    anchors, positives, negatives = semihard_triplets(LINE, IDENTITIES)
+    # (a, p) d(a,p): negatives of a by distance; the closest farther than p (none: the farthest)
+    # (0, 1) 1.0: 3 (0.2), 4 (4.0), 5 (9.0) -> 4     (0, 2) 5.0: -> 5 (9.0)
+    # (1, 0) 1.0: 3 (0.8), 4 (3.0), 5 (8.0) -> 4     (1, 2) 4.0: -> 5 (8.0)
+    # (2, 0) 5.0: 4 (1.0), 5 (4.0), 3 (4.8) -> none farther: 3 (4.8)   (2, 1) 4.0: -> 3 (4.8)
+    # (3, 4) 3.8: 0 (0.2), 1 (0.8), 2 (4.8), 5 (8.8) -> 2
+    # (4, 3) 3.8: 2 (1.0), 1 (3.0), 0 (4.0), 5 (5.0) -> 0
+    triplets = sorted(zip(anchors.tolist(), positives.tolist(), negatives.tolist(), strict=True))
+    assert triplets == [
+        (0, 1, 4), (0, 2, 5), (1, 0, 4), (1, 2, 5), (2, 0, 3), (2, 1, 3), (3, 4, 2), (4, 3, 0)
+    ]  # fmt: skip
+    gaps = [1 - 4, 5 - 9, 1 - 3, 4 - 8, 5 - 4.8, 4 - 4.8, 3.8 - 4.8, 3.8 - 4.0]
+    margin = 0.5
+    expected = sum(max(0.0, gap + margin) for gap in gaps) / len(gaps)
+    assert semihard_triplet_loss(LINE, IDENTITIES, margin).item() == pytest.approx(expected)
+    assert triplet_loss(LINE, IDENTITIES, margin, "semihard").item() == pytest.approx(expected)
+
+
+def test_shrinking_every_distance_lowers_the_batch_hard_loss_but_not_the_semihard_one():
+    """The collapse that batch-hard mining invites: where the hardest negative is closer than
+    the hardest positive, moving every embedding towards one point lowers the loss to the
+    margin; semi-hard negatives are farther than their positive, so the loss rises instead."""
+    embeddings = F.normalize(torch.randn(40, 16, generator=torch.Generator().manual_seed(0)))
+    identities = torch.arange(40) % 8
+    common = F.normalize(embeddings.mean(0), dim=0)
+    hard, semihard = [], []
+    for shift in (0.0, 1.0, 4.0, 100.0):
+        shrunk = F.normalize(embeddings + shift * common, dim=1)
+        hard.append(batch_hard_triplet_loss(shrunk, identities, 0.3).item())
+        semihard.append(semihard_triplet_loss(shrunk, identities, 0.3).item())
+    assert hard == sorted(hard, reverse=True) and hard[-1] == pytest.approx(0.3, abs=0.01)
+    assert semihard == sorted(semihard) and semihard[0] < 0.3
+
+
+def test_an_unknown_triplet_mining_names_the_key_and_the_choices():
+    with pytest.raises(ValueError, match=r"task.emb.mining='easy' is unknown: .*'semihard'"):
+        triplet_loss(LINE, IDENTITIES, 0.3, "easy")
+
+
+def test_a_mining_other_than_hard_needs_the_triplet_loss():
+    overrides = ["+experiment=jde", "task.emb.mining=semihard"]
+    check_values(compose_config([*overrides, "task.emb.loss=triplet"]))
+    with pytest.raises(ConfigValueError, match=r"task.emb.mining='semihard' is only read by"):
+        check_values(compose_config(overrides))  # id_ce
 
 
 def brute_force_retrieval(

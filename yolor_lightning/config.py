@@ -33,7 +33,7 @@ from yolor_lightning.models import (
 from yolor_lightning.models.dfl_head import DFL_SITE_OPERATORS
 from yolor_lightning.models.norms import NORMS
 from yolor_lightning.models.sites import SITE_OPERATORS, SITE_TASKS, site_problem
-from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES
+from yolor_lightning.tasks.embedding import EMBEDDING_LOSSES, TRIPLET_MINING
 from yolor_lightning.tasks.weighting import WEIGHTINGS
 
 Backbone = Enum("Backbone", {name: name for name in BACKBONES.names})
@@ -44,6 +44,7 @@ ImplicitOperator = Enum("ImplicitOperator", {name: name for name in OPERATORS})
 ImplicitPrior = Enum("ImplicitPrior", {name: name for name in PRIORS})
 Coefficients = Enum("Coefficients", {name: name for name in COEFFICIENTS})
 EmbeddingLoss = Enum("EmbeddingLoss", {name: name for name in EMBEDDING_LOSSES})
+TripletMining = Enum("TripletMining", {name: name for name in TRIPLET_MINING})
 Weighting = Enum("Weighting", {name: name for name in WEIGHTINGS})
 Norm = Enum("Norm", {name: name for name in NORMS})
 Sampler = Enum("Sampler", {name: name for name in SAMPLERS})
@@ -212,6 +213,7 @@ class ClassificationSchema:
 class EmbeddingSchema:
     loss: EmbeddingLoss = EmbeddingLoss.id_ce  # type: ignore[valid-type,attr-defined]
     margin: float = 0.3  # triplet only
+    mining: TripletMining = TripletMining.hard  # type: ignore[valid-type,attr-defined]
 
 
 @dataclass
@@ -379,6 +381,7 @@ def check_values(cfg: DictConfig) -> None:
         )
     _check_model_size(cfg)
     _check_tasks(cfg)
+    _check_embedding(cfg)
     _check_implicit_sites(cfg)
     _check_dfl_head(cfg)
     _check_norm(cfg)
@@ -452,6 +455,17 @@ def _check_tasks(cfg: DictConfig) -> None:
             f"config key model.tasks={list(tasks)} is invalid: it must equal task.targets="
             f"{list(targets)} (the heads are the targets; set task=det|cls|jdc|jde or "
             "task.targets, and model.tasks follows)"
+        )
+
+
+def _check_embedding(cfg: DictConfig) -> None:
+    """`task.emb.mining` is the triplet loss's: another mining with `id_ce` is a mistake."""
+    mining = _name(OmegaConf.select(cfg, "task.emb.mining", default=None))
+    loss = _name(OmegaConf.select(cfg, "task.emb.loss", default=None))
+    if mining not in (None, "hard") and loss != "triplet":
+        raise ConfigValueError(
+            f"config key task.emb.mining={mining!r} is only read by task.emb.loss=triplet, "
+            f"but task.emb.loss={loss!r}"
         )
 
 

@@ -1,5 +1,5 @@
 """Per-object embeddings (`emb`): reading them at the assigned cells, their losses (triplet with
-batch-hard mining, identity cross-entropy) and retrieval of objects by identity."""
+batch-hard or semi-hard mining, identity cross-entropy) and retrieval of objects by identity."""
 
 from __future__ import annotations
 
@@ -59,21 +59,71 @@ def batch_hard_pairs(embeddings: Tensor, identities: Tensor) -> tuple[Tensor, Te
     return hardest_positive, hardest_negative, valid
 
 
-def batch_hard_triplet_loss(embeddings: Tensor, identities: Tensor, margin: float) -> Tensor:
-    """Mean over anchors with a positive and a negative in the batch of
-    `max(0, d(a, hardest p) - d(a, hardest n) + margin)` (Hermans et al., 2017); 0 without any."""
-    positive, negative, valid = batch_hard_pairs(embeddings, identities)
-    if not valid.any():
+def semihard_triplets(embeddings: Tensor, identities: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """FaceNet's semi-hard mining (Schroff et al., 2015): every positive pair ``(a, p)`` with, as
+    its negative, the closest embedding of another identity that is farther from ``a`` than
+    ``p`` (none farther: the farthest one). Returns the anchor, positive and negative indices
+    of every pair whose anchor has a negative; Euclidean distances.
+
+    Unlike the hardest negative, such a negative is never closer than the positive, so shrinking
+    every distance (a collapse of the embeddings to one point) raises the loss instead of
+    lowering it to the margin."""
+    with torch.no_grad():
+        distances = torch.cdist(embeddings, embeddings)
+        same = identities[:, None] == identities[None, :]
+        eye = torch.eye(len(identities), dtype=torch.bool, device=same.device)
+        anchors, positives = (same & ~eye).nonzero(as_tuple=True)
+        negatives_of = (~same).sum(dim=1)
+        keep = negatives_of[anchors] > 0
+        anchors, positives = anchors[keep], positives[keep]
+        ranked, order = distances.masked_fill(same, math.inf).sort(dim=1)  # negatives first
+        farther = torch.searchsorted(
+            ranked[anchors], distances[anchors, positives][:, None].contiguous(), right=True
+        )[:, 0]
+        rank = torch.minimum(farther, negatives_of[anchors] - 1)
+    return anchors, positives, order[anchors, rank]
+
+
+def triplet_hinge(
+    embeddings: Tensor, anchors: Tensor, positives: Tensor, negatives: Tensor, margin: float
+) -> Tensor:
+    """Mean of `max(0, d(a, p) - d(a, n) + margin)` over the given triplets; 0 without any."""
+    if not len(anchors):
         return embeddings.sum() * 0.0
 
     def distance(a: Tensor, b: Tensor) -> Tensor:  # eps: a finite gradient at distance 0
         return ((a - b).square().sum(dim=1) + 1e-12).sqrt()
 
-    anchors = embeddings[valid]
-    gap = distance(anchors, embeddings[positive[valid]]) - distance(
-        anchors, embeddings[negative[valid]]
-    )
+    chosen = embeddings[anchors]
+    gap = distance(chosen, embeddings[positives]) - distance(chosen, embeddings[negatives])
     return F.relu(gap + margin).mean()
+
+
+def batch_hard_triplet_loss(embeddings: Tensor, identities: Tensor, margin: float) -> Tensor:
+    """Mean over anchors with a positive and a negative in the batch of
+    `max(0, d(a, hardest p) - d(a, hardest n) + margin)` (Hermans et al., 2017); 0 without any."""
+    positive, negative, valid = batch_hard_pairs(embeddings, identities)
+    anchors = valid.nonzero(as_tuple=True)[0]
+    return triplet_hinge(embeddings, anchors, positive[anchors], negative[anchors], margin)
+
+
+def semihard_triplet_loss(embeddings: Tensor, identities: Tensor, margin: float) -> Tensor:
+    """Mean over every positive pair of `max(0, d(a, p) - d(a, semi-hard n) + margin)`
+    (:func:`semihard_triplets`); 0 without any."""
+    return triplet_hinge(embeddings, *semihard_triplets(embeddings, identities), margin)
+
+
+TRIPLET_MINING = {"hard": batch_hard_triplet_loss, "semihard": semihard_triplet_loss}
+"""The triplet loss's mining (``task.emb.mining``) and its loss."""
+
+
+def triplet_loss(embeddings: Tensor, identities: Tensor, margin: float, mining: str) -> Tensor:
+    """The triplet loss with ``mining`` (:data:`TRIPLET_MINING`)."""
+    if mining not in TRIPLET_MINING:
+        raise ValueError(
+            f"task.emb.mining={mining!r} is unknown: allowed values are {list(TRIPLET_MINING)}"
+        )
+    return TRIPLET_MINING[mining](embeddings, identities, margin)
 
 
 class IdentityClassifier(nn.Module):

@@ -22,8 +22,8 @@ from yolor_lightning.tasks.embedding import (
     EMBEDDING_LOSSES,
     EmbeddingRetrieval,
     IdentityClassifier,
-    batch_hard_triplet_loss,
     object_embeddings,
+    triplet_loss,
 )
 from yolor_lightning.tasks.evaluation import CocoEvaluator
 from yolor_lightning.tasks.finite import NonFiniteError, non_finite
@@ -207,7 +207,8 @@ class UnifiedModule(L.LightningModule):
     def _embedding_loss(self, embeddings: Tensor, identities: Tensor) -> Tensor:
         settings = self.hparams.emb
         if settings["loss"] == "triplet":
-            return batch_hard_triplet_loss(embeddings, identities, settings["margin"])
+            mining = settings.get("mining", "hard")  # checkpoints older than task.emb.mining
+            return triplet_loss(embeddings, identities, settings["margin"], mining)
         classifier = self.identity_classifier
         if not self.training:  # validation objects may have identities training never saw
             known = identities < classifier.num_identities

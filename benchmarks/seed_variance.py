@@ -2,7 +2,7 @@
 an effect from noise).
 
     python benchmarks/seed_variance.py CANDIDATE [CANDIDATE ...] [--seeds 0 1 2 3 4 5]
-        [--parallel 2] [--out DIR] [--source CHECKOUT]
+        [--parallel 2] [--out DIR] [--source CHECKOUT] [--summarise-only]
 
 A candidate is a name below or ``experiment=NAME``: the default recipe with an experiment file
 (``+experiment=NAME``), so that an ablation table's rows run with the same protocol and their
@@ -10,9 +10,9 @@ folders feed ``python -m yolor_lightning.report``.
 
 Runs every seed of each candidate recipe as a real training run (``python -m yolor_lightning``,
 two processes side by side with one torch thread each: the fastest use of a 2-core machine),
-then summarises each candidate: per seed the final AP / AP50 (best checkpoint, re-validated), the
-last epoch's AP (the final EMA weights, no best-of-epochs pick) and the validation AP after
-every epoch; over seeds the mean and sample standard deviation. Results are merged into
+then summarises each candidate: per seed the final AP / AP50 (of the checkpoint results.json
+evaluates: the best epoch's or the last), the last epoch's AP (the final EMA weights, no
+best-of-epochs pick) and the validation AP after every validated epoch; over seeds the mean and sample standard deviation. Results are merged into
 ``benchmarks/results/seed_variance.json``. ``--source`` runs the training code of another
 checkout (e.g. a ``git worktree`` of the commit under study, so that edits made meanwhile do not
 change a study half-way).
@@ -93,9 +93,11 @@ def candidate_name(value: str) -> str:
     )
 
 
-def run_seed(candidate: str, seed: int, out: Path, source: Path) -> dict:
+def run_seed(candidate: str, seed: int, out: Path, source: Path, run: bool = True) -> dict:
     folder = out / candidate.replace("=", "-") / f"seed{seed}"
     if not (folder / "results.json").is_file():
+        if not run:
+            return {"seed": seed, "failed": "not run (--summarise-only)"}
         command = [
             sys.executable, "-m", "yolor_lightning", *overrides_of(candidate), f"seed={seed}",
             f"hydra.run.dir={folder}", "callbacks.progress_bar=null",
@@ -120,6 +122,7 @@ def summarise_seed(folder: Path, seed: int) -> dict:
         "seed": seed,
         "AP": results["metrics"]["AP"],
         "AP50": results["metrics"]["AP50"],
+        "evaluated_checkpoint": results.get("evaluated_checkpoint", "best"),
         "last_epoch_AP": by_epoch[max(by_epoch)],
         "AP_per_epoch": [round(by_epoch[epoch], 4) for epoch in sorted(by_epoch)],
         "fit_seconds": results["fit_seconds"],
@@ -143,11 +146,22 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("seed_variance_runs"))
     parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument(
+        "--summarise-only", action="store_true", help="summarise the finished runs, start none"
+    )
     args = parser.parse_args()
-    recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     jobs = [(candidate, seed) for candidate in args.candidates for seed in args.seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
-        outcomes = list(pool.map(lambda job: run_seed(*job, args.out.resolve(), args.source), jobs))
+        outcomes = list(
+            pool.map(
+                lambda job: run_seed(
+                    *job, args.out.resolve(), args.source, run=not args.summarise_only
+                ),
+                jobs,
+            )
+        )
+    # read at the end: another invocation may have recorded its candidates meanwhile
+    recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for candidate in args.candidates:
         seeds = [
             outcome for (name, _), outcome in zip(jobs, outcomes, strict=True) if name == candidate
@@ -156,9 +170,9 @@ def main() -> None:
         recorded[candidate] = {
             "overrides": overrides_of(candidate),
             "seeds": seeds,
-            "AP (best checkpoint, points)": spread([s["AP"] for s in finished]),
+            "AP (evaluated checkpoint, points)": spread([s["AP"] for s in finished]),
             "AP of the last epoch (points)": spread([s["last_epoch_AP"] for s in finished]),
-            "AP50 (best checkpoint, points)": spread([s["AP50"] for s in finished]),
+            "AP50 (evaluated checkpoint, points)": spread([s["AP50"] for s in finished]),
         }
         print(json.dumps({k: v for k, v in recorded[candidate].items() if k != "seeds"}))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

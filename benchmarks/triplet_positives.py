@@ -4,6 +4,7 @@ what the losses do to the untrained network's embeddings; then the same geometry
 checkpoints.
 
     python benchmarks/triplet_positives.py [--batches 8] [--checkpoints NAME=CHECKPOINT ...]
+        [--no-samplers]
 
 1. **Positives** (no network weights involved beyond the read-out): the first ``--batches``
    training batches of epoch 0 of ``+experiment=jde seed=0`` (Table 3's run: batch 16), for
@@ -23,7 +24,8 @@ checkpoints.
    between all validation embeddings, retrieval mAP, and the run's logged ``train/emb_loss``
    at its first and last logged steps (from ``csv/metrics.csv`` beside ``checkpoints/``).
 
-Writes benchmarks/results/triplet_positives.json.
+Writes benchmarks/results/triplet_positives.json; ``--no-samplers`` measures only the
+checkpoints and keeps the file's other parts (its checkpoints are merged by name).
 """
 
 from __future__ import annotations
@@ -153,6 +155,17 @@ def measure_sampler(overrides: list[str], batches: int) -> dict[str, Any]:
     return mean_of(rows)
 
 
+def measure_samplers(batches: int) -> dict[str, Any]:
+    """:func:`measure_sampler` for every sampler setting, with and without mosaic."""
+    measured = {}
+    for name, overrides in SAMPLERS.items():
+        for mosaic in (1.0, 0.0):
+            key = f"{name}, mosaic {mosaic:g}"
+            measured[key] = measure_sampler([*overrides, f"data.augment.mosaic={mosaic}"], batches)
+            print(key, json.dumps(measured[key]["positives"]), flush=True)
+    return measured
+
+
 @torch.no_grad()
 def measure_checkpoint(path: Path) -> dict[str, Any]:
     """Geometry and retrieval of a trained checkpoint on the validation objects."""
@@ -200,9 +213,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--checkpoints", nargs="*", default=[], help="NAME=PATH")
+    parser.add_argument("--no-samplers", action="store_true", help="checkpoints only")
     arguments = parser.parse_args()
+    command = "python benchmarks/triplet_positives.py " + " ".join(sys.argv[1:])
     record: dict[str, Any] = {
-        "command": "python benchmarks/triplet_positives.py " + " ".join(sys.argv[1:]),
+        "commands": [],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "run": RUN,
@@ -211,13 +226,11 @@ def main() -> None:
         "samplers": {},
         "checkpoints": {},
     }
-    for name, overrides in SAMPLERS.items():
-        for mosaic in (1.0, 0.0):
-            key = f"{name}, mosaic {mosaic:g}"
-            record["samplers"][key] = measure_sampler(
-                [*overrides, f"data.augment.mosaic={mosaic}"], arguments.batches
-            )
-            print(key, json.dumps(record["samplers"][key]["positives"]), flush=True)
+    if arguments.no_samplers and RESULTS.is_file():
+        record = json.loads(RESULTS.read_text())
+    record["commands"] = [*record.get("commands", []), command]
+    if not arguments.no_samplers:
+        record["samplers"] = measure_samplers(arguments.batches)
     for item in arguments.checkpoints:
         name, path = item.split("=", 1)
         record["checkpoints"][name] = measure_checkpoint(Path(path))

@@ -53,7 +53,7 @@ NETWORK_ROWS = {  # GELAN / YOLOv9 (issue 12): experiment -> (model, implicit)
     "yolor_revcol": ("revcol", "fa:add:vector+pr:mul:vector"),
 }
 TASKS_OF = {"cls_only": ["cls"], "jdc": ["det", "cls"], "ijdc": ["det", "cls"]}
-TASKS_OF |= {"jde": ["det", "emb"], "ijde": ["det", "emb"]}
+TASKS_OF |= {"jde": ["det", "emb"], "ijde": ["det", "emb"], "jde_triplet_pk": ["det", "emb"]}
 
 
 def test_every_cell_of_the_papers_tables_has_an_experiment_file():

@@ -210,3 +210,12 @@ def test_a_pk_batch_that_does_not_fit_the_batch_size_or_the_task_names_the_keys(
 def test_more_identities_per_batch_than_the_split_has_names_the_key():
     with pytest.raises(ValueError, match=r"data.pk.identities=7 is invalid: .* has 6 identities"):
         sampler(identities=7, instances=1)
+
+
+def test_the_jde_triplet_pk_experiment_serves_4_x_4_batches_of_the_recipes_16():
+    cfg = compose_config(["+experiment=jde_triplet_pk", "data.num_workers=0"])
+    check_values(cfg)
+    datamodule = build_datamodule(cfg)
+    assert (datamodule.sampler, datamodule.pk.identities, datamodule.pk.instances) == ("pk", 4, 4)
+    assert datamodule.batch_size == 16
+    assert (cfg.task.emb.loss.name, cfg.task.emb.mining.name) == ("triplet", "semihard")

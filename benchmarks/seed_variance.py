@@ -13,9 +13,9 @@ two processes side by side with one torch thread each: the fastest use of a 2-co
 then summarises each candidate: per seed the final AP / AP50 (of the checkpoint results.json
 evaluates: the best epoch's or the last), the last epoch's AP (the final EMA weights, no
 best-of-epochs pick) and the validation AP after every validated epoch; over seeds the mean and
-sample standard deviation. Results are merged into ``benchmarks/results/seed_variance.json``. ``--source`` runs the training code of another
-checkout (e.g. a ``git worktree`` of the commit under study, so that edits made meanwhile do not
-change a study half-way).
+sample standard deviation. Results are merged into ``benchmarks/results/seed_variance.json``.
+``--source`` runs the training code of another checkout (e.g. a ``git worktree`` of the commit
+under study, so that edits made meanwhile do not change a study half-way).
 """
 
 from __future__ import annotations

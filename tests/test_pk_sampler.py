@@ -8,11 +8,13 @@ import json
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, InstantiationException
+from test_train import TINY_RUN
 
+from yolor_lightning.checkpoints import load_checkpoint
 from yolor_lightning.config import ConfigValueError, check_values, compose_config
 from yolor_lightning.data.sampling import IdentityBalancedSampler, SampleKey
 from yolor_lightning.seeding import stream_seed
-from yolor_lightning.train import build_datamodule
+from yolor_lightning.train import build_datamodule, train
 
 # identity -> the images holding it; identity 9 has 2 images only
 IMAGES_OF = {
@@ -219,3 +221,22 @@ def test_the_jde_triplet_pk_experiment_serves_4_x_4_batches_of_the_recipes_16():
     assert (datamodule.sampler, datamodule.pk.identities, datamodule.pk.instances) == ("pk", 4, 4)
     assert datamodule.batch_size == 16
     assert (cfg.task.emb.loss.name, cfg.task.emb.mining.name) == ("triplet", "semihard")
+
+
+def test_the_datamodule_keeps_the_samplers_name_for_checkpoints():
+    """Checkpoints hold plain data only: the schema's Enum member would be refused on loading."""
+    for sampler in ("shuffle", "pk"):
+        datamodule = pk_datamodule(f"data.sampler={sampler}")
+        assert type(datamodule.hparams["sampler"]) is str and datamodule.sampler == sampler
+
+
+@pytest.mark.slow
+def test_a_jde_triplet_pk_run_trains_checkpoints_and_evaluates(tmp_path):
+    tiny = [*TINY_RUN, "data.batch_size=4", "data.pk.identities=2", "data.pk.instances=2"]
+    overrides = ["+experiment=jde_triplet_pk", *tiny, "trainer.max_epochs=1", "logger=csv"]
+    overrides.append("trainer.check_val_every_n_epoch=1")  # a validation: checkpoints
+    results = train(compose_config([*overrides, f"output_dir={tmp_path}"]))
+    assert results["status"] == "finished" and results["steps"] == 6  # ceil(24 / 4) groups
+    assert 0.0 <= results["metrics"]["emb/mAP"] <= 1.0
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")  # plain data only
+    assert checkpoint["datamodule_hyper_parameters"]["sampler"] == "pk"

@@ -209,7 +209,11 @@ class DetectionDataModule(LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # data.sampler arrives as the config schema's Enum member: its name is what checkpoints
+        # keep (they hold plain data only, yolor_lightning/checkpoints.py)
+        self.sampler = getattr(sampler, "name", sampler)
+        self.save_hyperparameters(ignore=["sampler"])
+        self.hparams["sampler"] = self.sampler
         self.seed = seed
         self.targets = check_targets(targets)
         self.identity_key = identity_key
@@ -221,7 +225,6 @@ class DetectionDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.skip_bad = skip_bad
         self.augment = Augment(**(augment or {}))
-        self.sampler = getattr(sampler, "name", sampler)  # the config schema's Enum member
         self.pk = PKBatch(**(pk or {}))
         if self.sampler == "pk":
             self._check_pk()

@@ -27,7 +27,7 @@ TOOLS = ("summary", "export", "predict", "report", "convert")
 NOT_RUN = ("make", "source", "wandb", ".venv/bin/pip", ".venv/bin/jupyter")
 """Commands left alone: set-up, uploads and front ends, not this project's entry points."""
 PLACEHOLDER = "placeholder"  # what a <date>, <time>, ... stands for: only composed, never read
-SWEEP_FOLDER = "experiments/table1/jobs"  # stands for multirun/<date>/<time> in the report
+SWEEP_FOLDER = "experiments/table4/jobs"  # stands for multirun/<date>/<time> in the report
 
 
 def commands(page: Path) -> list[str]:
@@ -102,5 +102,5 @@ def test_documented_report_command_runs_on_a_sweep_folder(tmp_path, monkeypatch,
     assert any(command in p.read_text() for p in PAGES)
     _, args = arguments(command.replace("multirun/<date>/<time>", SWEEP_FOLDER))
     report_main([*args, f"out={tmp_path}", "resamples=0"])
-    assert "| `ifa_add` | 2 |" in capsys.readouterr().out
+    assert "| `ifa_add` | 6 |" in capsys.readouterr().out
     assert (tmp_path / "report.png").stat().st_size > 0

@@ -3,8 +3,8 @@ own batches: how many positives a batch holds with ``data.sampler=shuffle`` and 
 what the losses do to the untrained network's embeddings; then the same geometry on trained
 checkpoints.
 
-    python benchmarks/triplet_positives.py [--batches 8] [--checkpoints NAME=CHECKPOINT ...]
-        [--no-samplers]
+    python benchmarks/triplet_positives.py [--parts samplers gradients checkpoints]
+        [--batches 8] [--checkpoints NAME=CHECKPOINT ...]
 
 1. **Positives** (no network weights involved beyond the read-out): the first ``--batches``
    training batches of epoch 0 of ``+experiment=jde seed=0`` (Table 3's run: batch 16), for
@@ -19,13 +19,17 @@ checkpoints.
    contraction of every embedding towards the batch's mean direction (``e + t * mean``,
    renormalised, t = 0, 1, 4, 100): where batch-hard falls, shrinking the embedding cloud is a
    way down its loss that needs no identity at all.
-3. **Checkpoints** (``--checkpoints``; a run folder's ``checkpoints/best.ckpt``): the same
+3. **Gradients at initialisation** (the first 2 ``shuffle`` batches with mosaic): the norm of
+   the gradient each loss term sends to the backbone, the neck and the emb head, weighted as in
+   training (batch size x ``task.weighting.weights``: det 1, emb 0.1): detection, id_ce,
+   batch-hard and semi-hard triplet.
+4. **Checkpoints** (``--checkpoints``; a run folder's ``checkpoints/best.ckpt``): the same
    distances and losses on the validation objects (batches of 16 in order), the mean distance
    between all validation embeddings, retrieval mAP, and the run's logged ``train/emb_loss``
    at its first and last logged steps (from ``csv/metrics.csv`` beside ``checkpoints/``).
 
-Writes benchmarks/results/triplet_positives.json; ``--no-samplers`` measures only the
-checkpoints and keeps the file's other parts (its checkpoints are merged by name).
+Writes benchmarks/results/triplet_positives.json: the parts measured replace theirs in the file
+(checkpoints are merged by name), the others stay.
 """
 
 from __future__ import annotations
@@ -155,6 +159,44 @@ def measure_sampler(overrides: list[str], batches: int) -> dict[str, Any]:
     return mean_of(rows)
 
 
+def gradient_norms(batches: int = 2, emb_weight: float = 0.1) -> dict[str, dict[str, float]]:
+    """Per loss term, the gradient norm on the backbone, neck and emb head (batch means)."""
+    cfg = compose_config([*RUN, "task.emb.loss=id_ce", "data.sampler=shuffle"])
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule).train()
+    network = module.network
+    parts = {
+        "backbone": list(network.backbone.parameters()),
+        "neck": list(network.neck.parameters()),
+        "emb_head": list(network.heads["emb"].parameters()),
+    }
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(0)
+    rows = []
+    for _, batch in zip(range(batches), loader, strict=False):
+        size = len(batch["targets"])
+        losses, _, (embeddings, identities) = module.task_losses(module(batch["images"]), batch)
+        terms = {
+            "det": size * losses["det"],
+            "id_ce": size * emb_weight * losses["emb"],
+            "batch_hard": size
+            * emb_weight
+            * batch_hard_triplet_loss(embeddings, identities, MARGIN),
+            "semihard": size * emb_weight * semihard_triplet_loss(embeddings, identities, MARGIN),
+        }
+        row = {}
+        for term, value in terms.items():
+            row[term] = {}
+            for part, parameters in parts.items():
+                grads = torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
+                squares = sum(float(g.square().sum()) for g in grads if g is not None)
+                row[term][part] = squares**0.5
+        rows.append(row)
+    return mean_of(rows)
+
+
 def measure_samplers(batches: int) -> dict[str, Any]:
     """:func:`measure_sampler` for every sampler setting, with and without mosaic."""
     measured = {}
@@ -213,25 +255,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--checkpoints", nargs="*", default=[], help="NAME=PATH")
-    parser.add_argument("--no-samplers", action="store_true", help="checkpoints only")
+    parser.add_argument(
+        "--parts", nargs="+", default=["samplers", "gradients", "checkpoints"],
+        choices=["samplers", "gradients", "checkpoints"],
+    )  # fmt: skip
     arguments = parser.parse_args()
-    command = "python benchmarks/triplet_positives.py " + " ".join(sys.argv[1:])
-    record: dict[str, Any] = {
-        "commands": [],
+    record: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    record["commands"] = [
+        *record.get("commands", []),
+        "python benchmarks/triplet_positives.py " + " ".join(sys.argv[1:]),
+    ]
+    record |= {
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "run": RUN,
         "margin": MARGIN,
         "contraction_shifts": list(SHIFTS),
-        "samplers": {},
-        "checkpoints": {},
     }
-    if arguments.no_samplers and RESULTS.is_file():
-        record = json.loads(RESULTS.read_text())
-    record["commands"] = [*record.get("commands", []), command]
-    if not arguments.no_samplers:
+    if "samplers" in arguments.parts:
         record["samplers"] = measure_samplers(arguments.batches)
-    for item in arguments.checkpoints:
+    if "gradients" in arguments.parts:
+        record["gradients_at_init"] = gradient_norms()
+        print("gradients", json.dumps(record["gradients_at_init"]), flush=True)
+    record.setdefault("checkpoints", {})
+    for item in arguments.checkpoints if "checkpoints" in arguments.parts else ():
         name, path = item.split("=", 1)
         record["checkpoints"][name] = measure_checkpoint(Path(path))
         print(name, json.dumps(record["checkpoints"][name]), flush=True)

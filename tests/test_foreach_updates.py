@@ -31,7 +31,9 @@ def shapes_batch() -> dict:
 def trained_module(steps: int) -> tuple[UnifiedModule, torch.optim.Optimizer]:
     """The default config's module after ``steps`` real SGD steps on one batch."""
     module = build_module(compose_config(["model.size=tiny"]))
-    module.trainer = type("Trainer", (), {"estimated_stepping_batches": 10, "max_epochs": 1})
+    module.trainer = type(
+        "Trainer", (), {"estimated_stepping_batches": 10, "max_epochs": 1, "world_size": 1}
+    )
     optimizer = module.configure_optimizers()["optimizer"]
     module.trainer = None
     module.train()

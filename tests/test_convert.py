@@ -530,6 +530,7 @@ def test_training_and_evaluation_start_from_a_weights_checkpoint(tmp_path: Path)
     assert results["steps"] == STEPS_PER_EPOCH[1]  # from epoch 0, not resumed
     trained = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     for weights in ("state_dict", "current_model_state"):  # EMA and live: moved a little
-        torch.testing.assert_close(
-            trained[weights][stem], torch.full_like(trained[weights][stem], 0.05), atol=0.02, rtol=0
-        )
+        moved = (trained[weights][stem] - 0.05).abs()
+        # a fresh initialisation spreads these weights over +-0.19 (fan-in 27); one epoch moves
+        # them by hundredths, a few elements by a little more
+        assert moved.mean() < 0.01 and moved.max() < 0.1, (moved.mean(), moved.max())

@@ -30,16 +30,43 @@ BOOTSTRAP_METRICS = ("AP", "AP50")
 
 
 @dataclass(frozen=True)
+class ThresholdMatches:
+    """One IoU threshold's true positives of a category, in accumulate order, with what the
+    resampled sequence needs to count the false positives before each of them."""
+
+    block: np.ndarray  # the block of each true positive (ascending)
+    offset: np.ndarray  # its place inside its block
+    false_within: np.ndarray  # false positives before it inside its block
+    block_false: np.ndarray  # false positives in its block
+    ignored_block: np.ndarray  # the block of each ignored detection (ascending)
+
+
+@dataclass(frozen=True)
 class SortedCategory:
     """One category's detections in COCO's accumulate order (score descending, stable over
     images in order), grouped in blocks of one image's detections tied in score."""
 
-    true_positive: np.ndarray
-    false_positive: np.ndarray
-    block_start: np.ndarray
     block_size: np.ndarray
     block_image: np.ndarray
     num_gt: np.ndarray
+    thresholds: list[ThresholdMatches]
+
+
+def threshold_matches(
+    true_positive: np.ndarray, ignored: np.ndarray, block_start: np.ndarray
+) -> ThresholdMatches:
+    false_before = np.concatenate([[0], np.cumsum(~true_positive & ~ignored)])
+    block_false = np.diff(false_before[np.append(block_start, len(true_positive))])
+    positions = np.flatnonzero(true_positive)
+    block = np.searchsorted(block_start, positions, side="right") - 1
+    ignored_positions = np.flatnonzero(ignored)
+    return ThresholdMatches(
+        block=block,
+        offset=positions - block_start[block],
+        false_within=false_before[positions] - false_before[block_start[block]],
+        block_false=block_false[block],
+        ignored_block=np.searchsorted(block_start, ignored_positions, side="right") - 1,
+    )
 
 
 def sort_category(results: PerImageResults, k: int) -> SortedCategory:
@@ -49,29 +76,59 @@ def sort_category(results: PerImageResults, k: int) -> SortedCategory:
     new_block = np.ones(len(order), dtype=bool)
     new_block[1:] = (score[1:] != score[:-1]) | (image[1:] != image[:-1])
     block_start = np.flatnonzero(new_block)
-    counted = ~results.ignored[:, order]
+    ignored = results.ignored[:, order]
+    matched = results.matched[:, order] & ~ignored
     return SortedCategory(
-        true_positive=results.matched[:, order] & counted,
-        false_positive=~results.matched[:, order] & counted,
-        block_start=block_start,
         block_size=np.diff(np.append(block_start, len(order))),
         block_image=image[block_start],
         num_gt=results.num_gt[:, k],
+        thresholds=[
+            threshold_matches(matched[t], ignored[t], block_start) for t in range(len(matched))
+        ],
     )
 
 
-def precision_at_recalls(true_positive: np.ndarray, false_positive: np.ndarray, num_gt: int):
-    """COCO's interpolated precision [T, R] of one category's detection sequence."""
-    tp = np.cumsum(true_positive, axis=1, dtype=np.float64)
-    fp = np.cumsum(false_positive, axis=1, dtype=np.float64)
+def weight_before(block: np.ndarray, weight: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """For each block in ``query``: the summed ``weight`` of the entries (listed by ascending
+    ``block``) that lie in earlier blocks."""
+    return np.concatenate([[0], np.cumsum(weight)])[np.searchsorted(block, query, side="left")]
+
+
+def interpolated_precision(
+    matches: ThresholdMatches, copies: np.ndarray, detections_before: np.ndarray, num_gt: int
+) -> np.ndarray:
+    """COCO's interpolated precision at one IoU threshold over the multiset in which block
+    ``b`` repeats ``copies[b]`` times (its copies side by side), from the true positives alone.
+
+    Recall rises only at true positives, and a false positive's precision is below that of the
+    latest true positive before it, so the precision envelope read at the recall thresholds
+    never comes from a false positive. The false positives before a true positive's copy are
+    the counted detections in earlier blocks (``detections_before``, copies included) less the
+    true positives and ignored detections there, plus those of the earlier copies of its own
+    block and those before it in its copy. The arithmetic is COCOeval's, so the values are
+    bit-identical to COCOeval on the expanded image list.
+    """
+    interpolated = np.zeros(len(RECALL_THRESHOLDS))
+    if len(matches.block) == 0:
+        return interpolated
+    earlier = (
+        detections_before[matches.block]
+        - weight_before(matches.block, copies[matches.block], matches.block)
+        - weight_before(matches.ignored_block, copies[matches.ignored_block], matches.block)
+    )
+    repeats = copies[matches.block]
+    entry = np.repeat(np.arange(len(repeats)), repeats)
+    copy = np.arange(len(entry)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    order = np.lexsort((matches.offset[entry], copy, matches.block[entry]))
+    entry, copy = entry[order], copy[order]
+    false_before = earlier[entry] + copy * matches.block_false[entry] + matches.false_within[entry]
+    tp = np.arange(1, len(entry) + 1, dtype=np.float64)
     recall = tp / num_gt
-    precision = tp / (fp + tp + np.spacing(1))
-    envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-    interpolated = np.zeros((tp.shape[0], len(RECALL_THRESHOLDS)))
-    for t in range(tp.shape[0]):
-        found = np.searchsorted(recall[t], RECALL_THRESHOLDS, side="left")
-        inside = found < tp.shape[1]
-        interpolated[t, inside] = envelope[t, found[inside]]
+    precision = tp / (false_before.astype(np.float64) + tp + np.spacing(1))
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    found = np.searchsorted(recall, RECALL_THRESHOLDS, side="left")
+    inside = found < len(recall)
+    interpolated[inside] = envelope[found[inside]]
     return interpolated
 
 
@@ -94,15 +151,15 @@ class ResampledAP:
             if num_gt == 0:
                 continue
             copies = counts[category.block_image]
-            lengths = category.block_size * copies
-            block = np.repeat(np.arange(len(lengths)), lengths)
-            offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            position = category.block_start[block] + offset % category.block_size[block]
+            detections_before = (
+                np.cumsum(copies * category.block_size) - copies * category.block_size
+            )
             precisions.append(
-                precision_at_recalls(
-                    category.true_positive[:, position],
-                    category.false_positive[:, position],
-                    num_gt,
+                np.stack(
+                    [
+                        interpolated_precision(matches, copies, detections_before, num_gt)
+                        for matches in category.thresholds
+                    ]
                 )
             )
         if not precisions:

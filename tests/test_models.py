@@ -111,6 +111,22 @@ def test_sizes_grow_from_tiny_to_full() -> None:
     assert 1e6 < counts["tiny"] < 2e6
 
 
+def test_sizes_have_their_parameter_counts() -> None:
+    """At 80 classes; full and x are the official cfg/yolov4_csp.cfg and cfg/yolov4_csp_x.cfg
+    (tests/test_convert.py counts those from the cfgs' layer lists)."""
+    counts = {}
+    for name in MODEL_SIZES:
+        with torch.device("meta"):
+            counts[name] = sum(p.numel() for p in build_yolov4_csp(name, 80).parameters())
+    assert counts == {
+        "tiny": 1_373_453,
+        "small": 2_395_541,
+        "medium": 11_051_821,
+        "full": 52_921_437,
+        "x": 99_751_053,
+    }
+
+
 def test_unknown_size_names_the_allowed_sizes() -> None:
     with pytest.raises(ValueError, match=r"'huge'.*tiny, small, medium, full"):
         build_yolov4_csp("huge", 80)
@@ -118,4 +134,4 @@ def test_unknown_size_names_the_allowed_sizes() -> None:
 
 def test_strides_other_than_the_backbone_strides_are_rejected() -> None:
     with pytest.raises(ValueError, match="strides"):
-        YOLOv4CSP(num_classes=1, width=0.125, depth=0.33, strides=(4, 8, 16))
+        YOLOv4CSP(num_classes=1, size="tiny", strides=(4, 8, 16))

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from yolor_lightning.models.blocks import (
-    Bottleneck,
-    Conv,
-    CSPResidualStage,
-    scale_channels,
-    scale_repeats,
-)
+from yolor_lightning.models.blocks import Bottleneck, Conv, CSPResidualStage
 
-# (output channels, residual bottlenecks) of the CSP stages at strides 4, 8, 16, 32.
+# Output channels of the stem's 3x3 conv and of its stride-2 conv (and residual block), full size.
+CSP_STEM = (32, 64)
+# (output channels, residual bottlenecks) of the CSP stages at strides 4, 8, 16, 32, full size.
 CSP_STAGES = ((128, 2), (256, 8), (512, 8), (1024, 4))
 
 
@@ -37,30 +35,35 @@ class StagedBackbone(nn.Module):
 class CSPDarknet53(StagedBackbone):
     """Stem (3x3 conv, stride-2 conv, one residual block) then four stages of stride-2 conv + CSP.
 
-    `forward` returns the features at strides 8, 16 and 32 (P3, P4, P5).
+    `stem`: the output channels of the 3x3 conv and of the stride-2 conv; `stages`: (output
+    channels, residual bottlenecks) of each stage (the full-size model's by default; a named size
+    gives its own, `models.yolo.MODEL_SIZES`). `forward` returns the features at strides 8, 16
+    and 32 (P3, P4, P5).
     """
 
     strides: tuple[int, ...] = (8, 16, 32)
 
-    def __init__(self, width: float = 1.0, depth: float = 1.0):
+    def __init__(
+        self,
+        stem: tuple[int, int] = CSP_STEM,
+        stages: Sequence[tuple[int, int]] = CSP_STAGES,
+    ):
         super().__init__()
-        stem_channels = scale_channels(32, width)
-        p1_channels = scale_channels(64, width)
+        stem_channels, p1_channels = stem
         self.stem = nn.Sequential(
             Conv(3, stem_channels, 3),
             Conv(stem_channels, p1_channels, 3, stride=2),
             Bottleneck(p1_channels, p1_channels // 2),
         )
-        stages = []
+        layers = []
         in_channels = p1_channels
-        for channels, repeats in CSP_STAGES:
-            out_channels = scale_channels(channels, width)
-            stages.append(
+        for out_channels, repeats in stages:
+            layers.append(
                 nn.Sequential(
                     Conv(in_channels, out_channels, 3, stride=2),
-                    CSPResidualStage(out_channels, out_channels, scale_repeats(repeats, depth)),
+                    CSPResidualStage(out_channels, out_channels, repeats),
                 )
             )
             in_channels = out_channels
-        self.stages = nn.ModuleList(stages)
-        self.out_channels = tuple(scale_channels(c, width) for c, _ in CSP_STAGES[1:])
+        self.stages = nn.ModuleList(layers)
+        self.out_channels = tuple(c for c, _ in stages[1:])

@@ -155,10 +155,15 @@ class CSPPlainStage(nn.Module):
 
 
 class SPPCSP(nn.Module):
-    """Spatial pyramid pooling (max-pools 5/9/13, stride 1) inside a CSP split."""
+    """Spatial pyramid pooling (max-pools 5/9/13, stride 1) inside a CSP split; after the pools'
+    concat, `repeats` pairs of 1x1 and 3x3 convs (the first 1x1 reduces the concat)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, pool_sizes: tuple[int, ...] = (5, 9, 13)
+        self,
+        in_channels: int,
+        out_channels: int,
+        pool_sizes: tuple[int, ...] = (5, 9, 13),
+        repeats: int = 1,
     ):
         super().__init__()
         self.main_in = nn.Sequential(
@@ -170,8 +175,14 @@ class SPPCSP(nn.Module):
             nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2) for k in pool_sizes
         )
         self.main_out = nn.Sequential(
-            Conv((len(pool_sizes) + 1) * out_channels, out_channels, 1),
-            Conv(out_channels, out_channels, 3),
+            *(
+                conv
+                for i in range(repeats)
+                for conv in (
+                    Conv((len(pool_sizes) + 1 if i == 0 else 1) * out_channels, out_channels, 1),
+                    Conv(out_channels, out_channels, 3),
+                )
+            )
         )
         self.shortcut = Conv(in_channels, out_channels, 1)
         self.fuse = Conv(2 * out_channels, out_channels, 1)

@@ -6,27 +6,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolor_lightning.models.blocks import SPPCSP, Conv, CSPPlainStage, scale_channels, scale_repeats
+from yolor_lightning.models.blocks import SPPCSP, Conv, CSPPlainStage
 
 # Width of the neck at P3, P4, P5 for the full-size model; each level's output conv doubles it.
 NECK_CHANNELS = (128, 256, 512)
+# Plain bottlenecks of each of the neck's CSP stages, full size.
 NECK_REPEATS = 2
 
 
 class CSPPAN(nn.Module):
-    """Path-aggregation neck over the backbone features (finest level first).
+    """Path-aggregation neck over the backbone features (finest level first), `channels` wide at
+    each level (finest first) with `repeats` plain bottlenecks in each CSP stage and
+    `spp_repeats` conv pairs after SPPCSP's pools (the full-size model's by default; a named size
+    gives its own, `models.yolo.MODEL_SIZES`).
 
     Returns one map per level, each after its final 3x3 conv (256/512/1024 channels at full
     size): these are the inputs of the head's prediction convs.
     """
 
-    def __init__(self, in_channels: tuple[int, ...], width: float = 1.0, depth: float = 1.0):
+    def __init__(
+        self,
+        in_channels: tuple[int, ...],
+        channels: tuple[int, ...] = NECK_CHANNELS,
+        repeats: int = NECK_REPEATS,
+        spp_repeats: int = 1,
+    ):
         super().__init__()
-        levels = [scale_channels(c, width) for c in NECK_CHANNELS]
+        levels = list(channels)
         if len(in_channels) != len(levels):
             raise ValueError(f"CSPPAN expects {len(levels)} input levels, got {len(in_channels)}")
-        repeats = scale_repeats(NECK_REPEATS, depth)
-        self.spp = SPPCSP(in_channels[-1], levels[-1])
+        self.spp = SPPCSP(in_channels[-1], levels[-1], repeats=spp_repeats)
         # top-down path: index i builds level i from level i + 1 and backbone level i
         self.reduce = nn.ModuleList(
             Conv(levels[i + 1], levels[i], 1) for i in range(len(levels) - 1)

@@ -1,6 +1,7 @@
-"""Full-size YOLOv4-CSP and YOLOR-CSP in the layout of the official weights: the Darknet-cfg
-network of WongKinYiu/yolor (`models.models.Darknet` built from `cfg/yolov4_csp.cfg` or
-`cfg/yolor_csp.cfg`), whose state dict is keyed by the cfg's layer index:
+"""YOLOv4-CSP and YOLOR-CSP, full size and -X (size `x`), in the layout of the official weights:
+the Darknet-cfg network of WongKinYiu/yolor (`models.models.Darknet` built from
+`cfg/yolov4_csp.cfg`, `cfg/yolor_csp.cfg`, `cfg/yolov4_csp_x.cfg` or `cfg/yolor_csp_x.cfg`), whose
+state dict is keyed by the cfg's layer index:
 `module_list.<i>.Conv2d.weight`, `module_list.<i>.BatchNorm2d.{weight,bias,running_mean,
 running_var,num_batches_tracked}`, `module_list.<i>.Conv2d.bias` (prediction convs) and
 `module_list.<i>.implicit` (ImplicitA / ImplicitM, shape `[1, C, 1, 1]`).
@@ -128,7 +129,7 @@ def _neck(neck: CSPPAN) -> list[CfgLayer]:
         *(CfgLayer(f"neck.spp.main_in.{i}") for i in range(len(neck.spp.main_in))),
         *(NO_WEIGHTS for _ in range(2 * pools)),  # maxpool, route per pool; the last route concats
         CfgLayer("neck.spp.main_out.0", reversed_input_blocks=pools + 1),
-        CfgLayer("neck.spp.main_out.1"),
+        *(CfgLayer(f"neck.spp.main_out.{i}") for i in range(1, len(neck.spp.main_out))),
         NO_WEIGHTS,
         CfgLayer("neck.spp.fuse"),
     ]

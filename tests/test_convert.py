@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from cli_runs import STEPS_PER_EPOCH, TINY
 from torch import Tensor, nn
 
+from yolor_lightning.analysis.complexity import count_parameters
 from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
 from yolor_lightning.cli import ToolConfigError
 from yolor_lightning.config import compose_config
@@ -30,13 +32,15 @@ from yolor_lightning.convert import (
     weights_checkpoint,
 )
 from yolor_lightning.evaluate import evaluate
+from yolor_lightning.models import build_yolov4_csp
 from yolor_lightning.models.official_layout import reverse_input_blocks
 from yolor_lightning.predict.models import load_predictor
 from yolor_lightning.train import build_module, train
 
-# The layer lists of WongKinYiu/yolor cfg/yolov4_csp.cfg and cfg/yolor_csp.cfg, one entry per
-# [section] after [net] (the index of `module_list`). Every [convolutional] with batch_normalize=1
-# has activation=silu; the prediction convs have no batch norm, a bias and activation=linear.
+# The layer lists of WongKinYiu/yolor cfg/yolov4_csp.cfg, cfg/yolor_csp.cfg and their -X models
+# cfg/yolov4_csp_x.cfg, cfg/yolor_csp_x.cfg, one entry per [section] after [net] (the index of
+# `module_list`). Every [convolutional] with batch_normalize=1 has activation=silu; the
+# prediction convs have no batch norm, a bias and activation=linear.
 
 
 def conv(filters: int, size: int = 1, stride: int = 1) -> tuple:
@@ -60,15 +64,51 @@ def residual(filters: int, repeats: int) -> list[tuple]:
     return [conv(filters), conv(filters, 3), SHORTCUT] * repeats
 
 
-def csp2(filters: int) -> list[tuple]:
-    """The neck's CSP stage: 2 plain bottlenecks, route -1,-6."""
+def csp2(filters: int, repeats: int) -> list[tuple]:
+    """The neck's CSP stage: `repeats` plain bottlenecks, route -1,-(2 repeats + 2)."""
     return [
         conv(filters),
         conv(filters),
         route(-2),
-        *[conv(filters), conv(filters, 3)] * 2,
-        route(-1, -6),
+        *[conv(filters), conv(filters, 3)] * repeats,
+        route(-1, -(2 * repeats + 2)),
         conv(filters),
+    ]
+
+
+SPP_POOLS = [maxpool(5), route(-2), maxpool(9), route(-4), maxpool(13), route(-1, -3, -5, -6)]
+
+
+def yolov4_head(levels: list[tuple[int, int]]) -> list[tuple]:
+    """Per level (the neck layer it routes to, its 3x3 conv's filters): route, 3x3 conv,
+    prediction conv, yolo."""
+    return [
+        layer
+        for i, (source, filters) in enumerate(levels)
+        for layer in (route(source), conv(filters, 3), PREDICT, ("yolo", i))
+    ]
+
+
+def yolor_head(levels: list[tuple[int, int]], first: int) -> list[tuple]:
+    """An implicit_add per level (from layer `first` on), an implicit_mul per level, then per
+    level route, 3x3 conv, shift_channels, prediction conv, control_channels, yolo."""
+    adds = [("implicit_add", filters) for _, filters in levels]
+    muls = [("implicit_mul", 255)] * len(levels)
+    return [
+        *adds,
+        *muls,
+        *(
+            layer
+            for i, (source, filters) in enumerate(levels)
+            for layer in (
+                route(source),
+                conv(filters, 3),
+                ("shift_channels", first + i),
+                PREDICT,
+                ("control_channels", first + len(levels) + i),
+                ("yolo", i),
+            )
+        ),
     ]
 
 
@@ -84,34 +124,46 @@ BACKBONE = [
     *[route(-1, -16), conv(1024)],  # 80-98: P5
 ]
 NECK = [
-    *[conv(512), route(-2), conv(512), conv(512, 3), conv(512)],  # 99-103: SPP
-    *[maxpool(5), route(-2), maxpool(9), route(-4), maxpool(13), route(-1, -3, -5, -6)],
+    *[conv(512), route(-2), conv(512), conv(512, 3), conv(512), *SPP_POOLS],  # 99-109: SPP
     *[conv(512), conv(512, 3), route(-1, -13), conv(512)],  # 110-113
-    *[conv(256), UPSAMPLE, route(79), conv(256), route(-1, -3), *csp2(256)],  # 114-127
-    *[conv(128), UPSAMPLE, route(48), conv(128), route(-1, -3), *csp2(128)],  # 128-141
-    *[conv(256, 3, 2), route(-1, 127), *csp2(256)],  # 142-152
-    *[conv(512, 3, 2), route(-1, 113), *csp2(512)],  # 153-163
+    *[conv(256), UPSAMPLE, route(79), conv(256), route(-1, -3), *csp2(256, 2)],  # 114-127
+    *[conv(128), UPSAMPLE, route(48), conv(128), route(-1, -3), *csp2(128, 2)],  # 128-141
+    *[conv(256, 3, 2), route(-1, 127), *csp2(256, 2)],  # 142-152
+    *[conv(512, 3, 2), route(-1, 113), *csp2(512, 2)],  # 153-163
 ]
-YOLOV4_CSP = [
-    *BACKBONE,
-    *NECK,
-    *[route(141), conv(256, 3), PREDICT, ("yolo", 0)],
-    *[route(152), conv(512, 3), PREDICT, ("yolo", 1)],
-    *[route(163), conv(1024, 3), PREDICT, ("yolo", 2)],
+HEAD_LEVELS = [(141, 256), (152, 512), (163, 1024)]
+YOLOV4_CSP = [*BACKBONE, *NECK, *yolov4_head(HEAD_LEVELS)]  # 164-175
+YOLOR_CSP = [*BACKBONE, *NECK, *yolor_head(HEAD_LEVELS, first=164)]  # 164-187
+# -X: 1.25 times the filters but the first conv's 32; 3, 10, 10, 5 residual blocks; 3 plain
+# blocks per neck stage; two conv pairs after the SPP concat
+BACKBONE_X = [
+    *[conv(32, 3), conv(80, 3, 2), conv(40), conv(80, 3), SHORTCUT],  # 0-4
+    *[conv(160, 3, 2), conv(80), route(-2), conv(80), *residual(80, 3), conv(80)],
+    *[route(-1, -13), conv(160)],  # 5-20
+    *[conv(320, 3, 2), conv(160), route(-2), conv(160), *residual(160, 10), conv(160)],
+    *[route(-1, -34), conv(320)],  # 21-57: P3
+    *[conv(640, 3, 2), conv(320), route(-2), conv(320), *residual(320, 10), conv(320)],
+    *[route(-1, -34), conv(640)],  # 58-94: P4
+    *[conv(1280, 3, 2), conv(640), route(-2), conv(640), *residual(640, 5), conv(640)],
+    *[route(-1, -19), conv(1280)],  # 95-116: P5
 ]
-YOLOR_CSP = [
-    *BACKBONE,
-    *NECK,
-    *[("implicit_add", 256), ("implicit_add", 512), ("implicit_add", 1024)],  # 164-166
-    *[("implicit_mul", 255)] * 3,  # 167-169
-    *[route(141), conv(256, 3), ("shift_channels", 164), PREDICT, ("control_channels", 167)],
-    ("yolo", 0),
-    *[route(152), conv(512, 3), ("shift_channels", 165), PREDICT, ("control_channels", 168)],
-    ("yolo", 1),
-    *[route(163), conv(1024, 3), ("shift_channels", 166), PREDICT, ("control_channels", 169)],
-    ("yolo", 2),
+NECK_X = [
+    *[conv(640), route(-2), conv(640), conv(640, 3), conv(640), *SPP_POOLS],  # 117-127: SPP
+    *[conv(640), conv(640, 3), conv(640), conv(640, 3), route(-1, -15), conv(640)],  # 128-133
+    *[conv(320), UPSAMPLE, route(94), conv(320), route(-1, -3), *csp2(320, 3)],  # 134-149
+    *[conv(160), UPSAMPLE, route(57), conv(160), route(-1, -3), *csp2(160, 3)],  # 150-165
+    *[conv(320, 3, 2), route(-1, 149), *csp2(320, 3)],  # 166-178
+    *[conv(640, 3, 2), route(-1, 133), *csp2(640, 3)],  # 179-191
 ]
-CFG = {"yolor_csp": YOLOR_CSP, "yolov4_csp": YOLOV4_CSP}
+HEAD_LEVELS_X = [(165, 320), (178, 640), (191, 1280)]
+YOLOV4_CSP_X = [*BACKBONE_X, *NECK_X, *yolov4_head(HEAD_LEVELS_X)]  # 192-203
+YOLOR_CSP_X = [*BACKBONE_X, *NECK_X, *yolor_head(HEAD_LEVELS_X, first=192)]  # 192-215
+CFG = {
+    "yolor_csp": YOLOR_CSP,
+    "yolov4_csp": YOLOV4_CSP,
+    "yolor_csp_x": YOLOR_CSP_X,
+    "yolov4_csp_x": YOLOV4_CSP_X,
+}
 # [yolo] anchors = 12,16, 19,36, 40,28, 36,75, 76,55, 72,146, 142,110, 192,243, 459,401;
 # masks 0,1,2 / 3,4,5 / 6,7,8 for the yolo layers at strides 8, 16, 32 (models.models).
 ANCHORS = torch.tensor(
@@ -236,6 +288,7 @@ class Converted:
     """An official random state dict, written as the released files are, and its conversion."""
 
     def __init__(self, name: str, folder: Path):
+        self.name = name
         self.cfg = CFG[name]
         self.official = random_official_state(self.cfg)
         self.source = folder / f"{name}.pt"
@@ -249,15 +302,49 @@ class Converted:
         self.network = module_from_checkpoint(self.checkpoint).network.eval()
 
 
-@pytest.fixture(scope="module", params=["yolor_csp", "yolov4_csp"])
+@pytest.fixture(scope="module", params=list(CFG))
 def converted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     return Converted(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def test_the_cfg_lists_have_the_official_layer_counts():
-    assert (len(YOLOR_CSP), len(YOLOV4_CSP)) == (188, 176)
-    for cfg in CFG.values():
-        assert sum(kind in ("conv", "predict") for kind, *_ in cfg) == 115
+    layers = {name: len(cfg) for name, cfg in CFG.items()}
+    assert layers == {"yolor_csp": 188, "yolov4_csp": 176, "yolor_csp_x": 216, "yolov4_csp_x": 204}
+    for name, cfg in CFG.items():
+        convs = sum(kind in ("conv", "predict") for kind, *_ in cfg)
+        assert convs == (137 if name.endswith("_x") else 115), name
+
+
+def official_parameters(cfg: list[tuple]) -> int:
+    """The official network's parameter count: conv weights, batch-norm scales and shifts,
+    prediction biases and implicit vectors (running statistics are buffers)."""
+    return sum(
+        math.prod(shape)
+        for key, shape in official_shapes(cfg).items()
+        if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
+
+
+YOLOR_CSP_SITES = {"fa": {"operator": "add"}, "pr": {"operator": "mul"}}
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "parameters"),
+    [
+        ("yolov4_csp", "full", 52_921_437),
+        ("yolor_csp", "full", 52_923_994),
+        ("yolov4_csp_x", "x", 99_751_053),
+        ("yolor_csp_x", "x", 99_754_058),
+    ],
+)
+def test_model_size_has_the_parameters_of_the_official_cfg(name: str, size: str, parameters: int):
+    """The cfg's layer list, counted layer by layer, and the network of the size it converts
+    into (80 classes, built on the meta device) have the same number of parameters."""
+    assert official_parameters(CFG[name]) == parameters
+    implicit = YOLOR_CSP_SITES if name.startswith("yolor") else None
+    with torch.device("meta"):
+        network = build_yolov4_csp(size, 80, implicit)
+    assert count_parameters(network) == parameters
 
 
 @torch.no_grad()
@@ -279,7 +366,7 @@ def test_every_official_tensor_lands_once_and_unchanged(converted: Converted):
     them, except the anchors (the cfg's)."""
     state = converted.network.state_dict()
     official = dict(converted.official)
-    spp_conv = "module_list.110.Conv2d.weight"
+    spp_conv = f"module_list.{converted.cfg.index(SPP_POOLS[-1]) + 1}.Conv2d.weight"
     official[spp_conv] = reverse_input_blocks(official[spp_conv], 4)
     by_values = defaultdict(list)  # the random values tell the tensors apart
     for key, value in state.items():
@@ -303,41 +390,74 @@ def _fingerprint(tensor: Tensor) -> tuple:
 
 
 HAND_MAPPED = {
-    0: "backbone.stem.0",
-    3: "backbone.stem.2.expand",
-    6: "backbone.stages.0.1.shortcut",
-    8: "backbone.stages.0.1.main_in",
-    15: "backbone.stages.0.1.main_out",
-    17: "backbone.stages.0.1.fuse",
-    99: "neck.spp.shortcut",
-    113: "neck.spp.fuse",
-    114: "neck.reduce.1",
-    117: "neck.lateral.1",
-    120: "neck.top_down.1.shortcut",
-    142: "neck.downsample.0",
-    163: "neck.bottom_up.1.fuse",
+    "csp": {
+        0: "backbone.stem.0",
+        3: "backbone.stem.2.expand",
+        6: "backbone.stages.0.1.shortcut",
+        8: "backbone.stages.0.1.main_in",
+        15: "backbone.stages.0.1.main_out",
+        17: "backbone.stages.0.1.fuse",
+        99: "neck.spp.shortcut",
+        113: "neck.spp.fuse",
+        114: "neck.reduce.1",
+        117: "neck.lateral.1",
+        120: "neck.top_down.1.shortcut",
+        142: "neck.downsample.0",
+        163: "neck.bottom_up.1.fuse",
+    },
+    "csp_x": {
+        0: "backbone.stem.0",
+        3: "backbone.stem.2.expand",
+        6: "backbone.stages.0.1.shortcut",
+        8: "backbone.stages.0.1.main_in",
+        18: "backbone.stages.0.1.main_out",
+        20: "backbone.stages.0.1.fuse",
+        112: "backbone.stages.3.1.blocks.4.expand",
+        117: "neck.spp.shortcut",
+        130: "neck.spp.main_out.2",
+        131: "neck.spp.main_out.3",
+        133: "neck.spp.fuse",
+        134: "neck.reduce.1",
+        137: "neck.lateral.1",
+        140: "neck.top_down.1.shortcut",
+        147: "neck.top_down.1.blocks.2.expand",
+        166: "neck.downsample.0",
+        191: "neck.bottom_up.1.fuse",
+    },
 }
-"""Official layer -> module here, read off the cfg by hand (the same in both cfgs)."""
+"""Official layer -> module here, read off the cfg by hand (the same in the YOLOv4 and the YOLOR
+cfg of a size)."""
+HEAD_CONVS = {
+    "yolor_csp": (171, 173, 177),
+    "yolov4_csp": (165, 166, 169),
+    "yolor_csp_x": (199, 201, 205),
+    "yolov4_csp_x": (193, 194, 197),
+}
+"""The first level's 3x3 conv and prediction conv, the second level's 3x3 conv."""
+IMPLICIT_LAYERS = {"yolor_csp": (164, 169), "yolor_csp_x": (192, 197)}
+"""The first ImplicitA (P3) and the last ImplicitM (P5)."""
 
 
 def test_hand_mapped_layers_hold_their_official_tensors(converted: Converted):
     state = converted.network.state_dict()
-    for index, module in HAND_MAPPED.items():
+    layout = "csp_x" if converted.name.endswith("_x") else "csp"
+    for index, module in HAND_MAPPED[layout].items():
         official = f"module_list.{index}"
         assert torch.equal(
             state[f"{module}.0.weight"], converted.official[f"{official}.Conv2d.weight"]
         )
         assert state[f"{module}.1.num_batches_tracked"].item() == 1000 + index
-    yolor = converted.cfg is YOLOR_CSP
-    head_convs = (171, 173, 177) if yolor else (165, 166, 169)
+    yolor = converted.name.startswith("yolor")
+    head_convs = HEAD_CONVS[converted.name]
     output, predictor, next_output = (f"module_list.{i}.Conv2d.weight" for i in head_convs)
     conv = "heads.det.predictors.0.conv" if yolor else "heads.det.predictors.0"
     assert torch.equal(state["neck.output.0.0.weight"], converted.official[output])
     assert torch.equal(state[f"{conv}.weight"], converted.official[predictor])
     assert torch.equal(state["neck.output.1.0.weight"], converted.official[next_output])
     if yolor:
-        implicit_a = converted.official["module_list.164.implicit"].view(1, -1)
-        implicit_m = converted.official["module_list.169.implicit"].view(1, -1)
+        first_add, last_mul = IMPLICIT_LAYERS[converted.name]
+        implicit_a = converted.official[f"module_list.{first_add}.implicit"].view(1, -1)
+        implicit_m = converted.official[f"module_list.{last_mul}.implicit"].view(1, -1)
         assert torch.equal(state["heads.det.predictors.0.before.0.prior.z"], implicit_a)
         assert torch.equal(state["heads.det.predictors.2.after.0.prior.z"], implicit_m)
 
@@ -356,17 +476,19 @@ def test_conv_after_the_spp_concat_reads_the_official_channel_order():
     assert not torch.allclose(project_weight, official_weight)
 
 
-def test_converted_checkpoint_is_the_full_model_on_coco(converted: Converted):
+def test_converted_checkpoint_is_the_model_of_the_cfgs_size_on_coco(converted: Converted):
     checkpoint = converted.checkpoint
     model = checkpoint["hyper_parameters"]["model"]
-    assert (model["size"], model["num_classes"], model["tasks"]) == ("full", 80, ["det"])
+    size = "x" if converted.name.endswith("_x") else "full"
+    assert (model["size"], model["num_classes"], model["tasks"]) == (size, 80, ["det"])
     sites = {site: options["operator"] for site, options in model["implicit"].items()}
-    yolor = converted.cfg is YOLOR_CSP
+    yolor = converted.name.startswith("yolor")
     expected = {"fa": "add", "pr": "mul"} if yolor else {}
     assert {site: op for site, op in sites.items() if op} == expected
     data = checkpoint["datamodule_hyper_parameters"]
     assert (data["name"], data["num_classes"], data["image_size"]) == ("coco", 80, 640)
-    assert checkpoint["converted_from"]["model"] == ("yolor_csp" if yolor else "yolov4_csp")
+    assert checkpoint["converted_from"]["model"] == converted.name
+    assert checkpoint["converted_from"]["cfg"] == f"cfg/{converted.name}.cfg"
     assert (checkpoint["optimizer_states"], checkpoint["lr_schedulers"]) == ([], [])
     assert f"checkpoint: {converted.path}" in converted.printed
 
@@ -399,51 +521,59 @@ def _official_file(tmp_path: Path, state: dict[str, Tensor]) -> Path:
     return path
 
 
-def placeholders() -> dict[str, Tensor]:
-    """Every key of the official YOLOv4-CSP state dict with a one-value tensor: enough for the
-    key checks, which come before the shape checks."""
-    return {key: torch.zeros(1) for key in official_shapes(YOLOV4_CSP)}
+STEM_CONV = "module_list.1.Conv2d.weight"
+"""The stem's stride-2 conv: its filters (64; -X: 80) tell the -X models from the others."""
+
+
+def placeholders(name: str) -> dict[str, Tensor]:
+    """Every key of the official state dict of `name` with a one-value tensor, but the stem's
+    stride-2 conv of its shape: enough for the key checks, which come before the shape checks."""
+    shapes = official_shapes(CFG[name])
+    state = {key: torch.zeros(1) for key in shapes}
+    state[STEM_CONV] = torch.zeros(shapes[STEM_CONV])
+    return state
 
 
 @pytest.mark.parametrize(
-    ("removed", "added", "problem"),
+    ("name", "removed", "added"),
     [
-        ("module_list.110.Conv2d.weight", None, "missing key(s) module_list.110.Conv2d.weight"),
-        (None, "module_list.176.Conv2d.weight", "unexpected key(s) module_list.176.Conv2d.weight"),
+        ("yolov4_csp", "module_list.110.Conv2d.weight", None),
+        ("yolov4_csp", None, "module_list.176.Conv2d.weight"),
+        ("yolov4_csp_x", "module_list.131.Conv2d.weight", None),
+        ("yolor_csp_x", None, "module_list.216.Conv2d.weight"),
     ],
 )
 def test_missing_or_unexpected_key_names_the_key_and_the_file(
-    tmp_path: Path, removed: str | None, added: str | None, problem: str
+    tmp_path: Path, name: str, removed: str | None, added: str | None
 ):
-    state = placeholders()
+    state = placeholders(name)
     state.pop(removed, None)
     if added:
         state[added] = torch.zeros(1)
     source = _official_file(tmp_path, state)
-    expected = (
-        f"{source}: not the official yolov4_csp layout (cfg/yolov4_csp.cfg): {problem} (1 in all)"
-    )
+    problem = f"missing key(s) {removed}" if removed else f"unexpected key(s) {added}"
+    expected = f"{source}: not the official {name} layout (cfg/{name}.cfg): {problem} (1 in all)"
     with pytest.raises(ConversionError, match=re.escape(expected)):
         convert(source)
 
 
 def test_wrong_shape_names_the_key_both_shapes_and_what_is_accepted(tmp_path: Path):
-    """A YOLOv4-CSP-X file: its second conv has 80 filters."""
-    state = placeholders()
+    """A file whose stem conv has 96 filters, neither CSP's 64 nor CSP-X's 80."""
+    state = placeholders("yolov4_csp")
     for key, shape in official_shapes(YOLOV4_CSP).items():
         if key.startswith("module_list.0."):
             state[key] = torch.zeros(shape)
-    state["module_list.1.Conv2d.weight"] = torch.zeros(80, 32, 3, 3)
+    state[STEM_CONV] = torch.zeros(96, 32, 3, 3)
     source = _official_file(tmp_path, state)
     with pytest.raises(ConversionError) as error:
         convert(source)
     message = str(error.value)
     assert f"{source}: not the official yolov4_csp layout (cfg/yolov4_csp.cfg)" in message
     assert (
-        "module_list.1.Conv2d.weight has shape (80, 32, 3, 3), the layout gives (64, 32, 3, 3)"
+        "module_list.1.Conv2d.weight has shape (96, 32, 3, 3), the layout gives (64, 32, 3, 3)"
         in message
     )
-    assert "the -X models (cfg/yolor_csp_x.cfg) have no counterpart" in message
+    assert "cfg/yolor_csp_x.cfg or cfg/yolov4_csp_x.cfg" in message
 
 
 class WholeModel(nn.Module):

@@ -1,11 +1,13 @@
 """``python -m yolor_lightning.convert src=PATH [out=PATH] [data_root=DIR]``: official weights in.
 
-Reads a checkpoint of the official YOLOR-CSP or YOLOv4-CSP (WongKinYiu/yolor: the state dict of
-``models.models.Darknet`` built from ``cfg/yolor_csp.cfg`` or ``cfg/yolov4_csp.cfg``, as
+Reads a checkpoint of the official YOLOR-CSP, YOLOv4-CSP or their -X models (WongKinYiu/yolor:
+the state dict of ``models.models.Darknet`` built from ``cfg/yolor_csp.cfg``,
+``cfg/yolov4_csp.cfg``, ``cfg/yolor_csp_x.cfg`` or ``cfg/yolov4_csp_x.cfg``, as
 ``{'model': state_dict, ...}`` or bare) and writes this project's checkpoint of the same network
-(:mod:`yolor_lightning.models.official_layout` maps the tensors): the full-size model with the
-cfg's anchors and 80 classes, composed as ``+experiment=yolor_csp`` (or ``baseline``)
-``model.size=full data=coco recipe=coco``. ``evaluate`` (with those overrides), ``export``,
+(:mod:`yolor_lightning.models.official_layout` maps the tensors): the model of the cfg's size
+(``full``, or ``x`` for -X) with the cfg's anchors and 80 classes, composed as
+``+experiment=yolor_csp`` (or ``baseline``) ``model.size=full`` (or ``x``)
+``data=coco recipe=coco``. ``evaluate`` (with those overrides), ``export``,
 ``predict`` and training from it (``ckpt_path=``, a fine-tuning run that starts at epoch 0) take
 it as they take a checkpoint of this project's training.
 
@@ -34,24 +36,37 @@ from yolor_lightning.callbacks.checkpoint_io import atomic_torch_save
 from yolor_lightning.checkpoints import UnsafeCheckpointError, load_checkpoint
 from yolor_lightning.cli import ToolConfigError, tool_config
 from yolor_lightning.config import check_values, compose_config
+from yolor_lightning.models import MODEL_SIZES
 from yolor_lightning.models.official_layout import OfficialLayoutError, from_official
 from yolor_lightning.tasks.unified import UnifiedModule
 from yolor_lightning.train import build_datamodule, build_module
 
-OFFICIAL_MODELS: dict[str, tuple[str, str]] = {
-    "yolor_csp": ("cfg/yolor_csp.cfg", "+experiment=yolor_csp"),
-    "yolov4_csp": ("cfg/yolov4_csp.cfg", "+experiment=baseline"),
+
+@dataclass(frozen=True)
+class OfficialModel:
+    """An official model: its cfg in WongKinYiu/yolor, the experiment and the model size of the
+    same network here."""
+
+    cfg: str
+    experiment: str
+    size: str
+
+
+OFFICIAL_MODELS: dict[str, OfficialModel] = {
+    "yolor_csp": OfficialModel("cfg/yolor_csp.cfg", "+experiment=yolor_csp", "full"),
+    "yolov4_csp": OfficialModel("cfg/yolov4_csp.cfg", "+experiment=baseline", "full"),
+    "yolor_csp_x": OfficialModel("cfg/yolor_csp_x.cfg", "+experiment=yolor_csp", "x"),
+    "yolov4_csp_x": OfficialModel("cfg/yolov4_csp_x.cfg", "+experiment=baseline", "x"),
 }
-"""Official model -> (its cfg in WongKinYiu/yolor, the experiment of the same network here)."""
-COCO_OVERRIDES = ("model.size=full", "data=coco", "recipe=coco")
-"""The rest of the config of a converted checkpoint: the full-size model on COCO."""
+COCO_OVERRIDES = ("data=coco", "recipe=coco")
+"""The rest of the config of a converted checkpoint: the model on COCO."""
 
 ACCEPTED = (
     "accepted: the state dict of the official Darknet-cfg network (WongKinYiu/yolor, "
-    "models.models.Darknet of cfg/yolor_csp.cfg or cfg/yolov4_csp.cfg), as a .pt file holding "
-    "{'model': state_dict} (the released yolor_csp.pt, yolor_csp_star.pt and the official "
-    "train.py's checkpoints) or the state dict itself; the -X models (cfg/yolor_csp_x.cfg) have "
-    "no counterpart among this project's model sizes"
+    "models.models.Darknet of cfg/yolor_csp.cfg, cfg/yolov4_csp.cfg, cfg/yolor_csp_x.cfg or "
+    "cfg/yolov4_csp_x.cfg), as a .pt file holding {'model': state_dict} (the released "
+    "yolor_csp.pt, yolor_csp_star.pt, yolor_csp_x.pt, yolor_csp_x_star.pt and the official "
+    "train.py's checkpoints) or the state dict itself"
 )
 EXTRACT = (
     "A file that pickles a whole model is not read (unpickling it could run code): extract its "
@@ -98,8 +113,13 @@ def read_official(path: str | Path) -> dict[str, Tensor]:
 
 
 def official_model(state: Mapping[str, Tensor]) -> str:
-    """``yolor_csp`` when the state dict has implicit layers, else ``yolov4_csp``."""
-    return "yolor_csp" if any(key.endswith(".implicit") for key in state) else "yolov4_csp"
+    """``yolor_csp`` when the state dict has implicit layers, else ``yolov4_csp``; its -X model
+    (``_x``) when the stem's stride-2 conv (``module_list.1``) has CSP-X's 80 filters (64 in
+    the others)."""
+    name = "yolor_csp" if any(key.endswith(".implicit") for key in state) else "yolov4_csp"
+    stem = state.get("module_list.1.Conv2d.weight")
+    x = stem is not None and stem.ndim > 0 and stem.shape[0] == MODEL_SIZES["x"].stem[1]
+    return f"{name}_x" if x else name
 
 
 def weights_checkpoint(cfg: DictConfig, module: UnifiedModule) -> dict[str, Any]:
@@ -124,12 +144,12 @@ def converted_checkpoint(
     official: Mapping[str, Tensor], source: str | Path, data_root: str | None = None
 ) -> dict[str, Any]:
     """The checkpoint of this project that holds the official state dict ``official`` (read
-    from ``source``), its config the full-size model of the same network on COCO with
+    from ``source``), its config the same network at the cfg's size on COCO with
     ``data.root=data_root``; ``converted_from`` records the source, the cfg and the overrides
     that compose the same config (for ``evaluate``)."""
     name = official_model(official)
-    cfg_file, experiment = OFFICIAL_MODELS[name]
-    overrides = [experiment, *COCO_OVERRIDES]
+    model = OFFICIAL_MODELS[name]
+    overrides = [model.experiment, f"model.size={model.size}", *COCO_OVERRIDES]
     cfg = compose_config(overrides)
     cfg.data.root = data_root
     check_values(cfg)
@@ -138,10 +158,10 @@ def converted_checkpoint(
         state = from_official(official, module.network)
     except OfficialLayoutError as error:
         raise ConversionError(
-            f"{source}: not the official {name} layout ({cfg_file}): {error}\n{ACCEPTED}"
+            f"{source}: not the official {name} layout ({model.cfg}): {error}\n{ACCEPTED}"
         ) from None
     module.network.load_state_dict(state)
-    converted_from = {"file": str(source), "model": name, "cfg": cfg_file, "overrides": overrides}
+    converted_from = {"file": str(source), "model": name, "cfg": model.cfg, "overrides": overrides}
     return {**weights_checkpoint(cfg, module), "converted_from": converted_from}
 
 

@@ -6,7 +6,7 @@ times each image is drawn) and recomputes AP for the same resampled sets for eve
 spread of a difference of two runs' AP over resamples is the evaluation noise of that
 difference with the trained weights held fixed.
 
-``average_precision`` is COCOeval's ``accumulate`` + ``summarize`` (area ``all``, 100
+``ResampledAP`` is COCOeval's ``accumulate`` + ``summarize`` (area ``all``, 100
 detections) over a multiset of images, reading the per-image matches of
 :mod:`yolor_lightning.tasks.per_image`. It equals COCOeval run on the resampled image list with
 its copies laid out in ascending image order, each image's copies side by side, ties in score

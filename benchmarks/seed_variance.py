@@ -102,12 +102,17 @@ def run_seed(candidate: str, seed: int, out: Path, source: Path, run: bool = Tru
             sys.executable, "-m", "yolor_lightning", *overrides_of(candidate), f"seed={seed}",
             f"hydra.run.dir={folder}", "callbacks.progress_bar=null",
         ]  # fmt: skip
+        # the run's console goes to a file beside its folder, not to a pipe: a run whose study
+        # is stopped then still finishes and writes its results.json
+        console = folder.parent / f"seed{seed}.console.log"
+        console.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        finished = subprocess.run(
-            command, cwd=source, env=os.environ | ONE_THREAD, capture_output=True, text=True
-        )
+        with console.open("w") as log:
+            finished = subprocess.run(
+                command, cwd=source, env=os.environ | ONE_THREAD, stdout=log, stderr=log
+            )
         if finished.returncode != 0:
-            return {"seed": seed, "failed": finished.stderr[-2000:]}
+            return {"seed": seed, "failed": console.read_text()[-2000:]}
         (folder / "wall_seconds").write_text(f"{time.perf_counter() - started:.1f}\n")
     return summarise_seed(folder, seed)
 

@@ -111,12 +111,12 @@ def interpolated_precision(
     interpolated = np.zeros(len(RECALL_THRESHOLDS))
     if len(matches.block) == 0:
         return interpolated
+    repeats = copies[matches.block]
     earlier = (
         detections_before[matches.block]
-        - weight_before(matches.block, copies[matches.block], matches.block)
+        - weight_before(matches.block, repeats, matches.block)
         - weight_before(matches.ignored_block, copies[matches.ignored_block], matches.block)
     )
-    repeats = copies[matches.block]
     entry = np.repeat(np.arange(len(repeats)), repeats)
     copy = np.arange(len(entry)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
     order = np.lexsort((matches.offset[entry], copy, matches.block[entry]))
@@ -151,9 +151,8 @@ class ResampledAP:
             if num_gt == 0:
                 continue
             copies = counts[category.block_image]
-            detections_before = (
-                np.cumsum(copies * category.block_size) - copies * category.block_size
-            )
+            detections = copies * category.block_size
+            detections_before = np.cumsum(detections) - detections
             precisions.append(
                 np.stack(
                     [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from wandb.proto import wandb_internal_pb2
 BLOCK = 32 * 1024
 HEADER = 7
 FULL, LAST = 1, 4
+# How long W&B's service may take to write a finished run's last records (seconds).
+WRITE_TIMEOUT = 120.0
 
 
 def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
@@ -32,6 +35,8 @@ def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
             position += left_in_block
             continue
         length, kind = struct.unpack("<HB", data[position + 4 : position + HEADER])
+        if position + HEADER + length > len(data):  # a chunk still being written
+            break
         chunks.append(data[position + HEADER : position + HEADER + length])
         position += HEADER + length
         if kind in (FULL, LAST):
@@ -39,6 +44,24 @@ def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
             record.ParseFromString(b"".join(chunks))
             chunks = []
             yield record
+
+
+def finished_records(folder: Path) -> list[wandb_internal_pb2.Record]:
+    """The records of an ``offline-run-*`` folder's log, once W&B has written all of them.
+
+    ``run.finish()`` returns once W&B's service has received the run's last records, not once it
+    has written them: the tail of the log (the last history row, the summary, the exit record)
+    can reach the file a moment later, which a test reading the log right after an in-process run
+    would miss. A finished run's log ends with its exit record, so wait for that.
+    """
+    (log,) = folder.glob("run-*.wandb")
+    deadline = time.monotonic() + WRITE_TIMEOUT
+    while True:
+        written = list(records(log))
+        if written and written[-1].WhichOneof("record_type") == "exit":
+            return written
+        assert time.monotonic() < deadline, f"{log} has no exit record after {WRITE_TIMEOUT} s"
+        time.sleep(0.1)
 
 
 @dataclass
@@ -58,7 +81,11 @@ def _apply(target: dict[str, Any], items: Any) -> None:
 
 
 def read_run(folder: Path) -> OfflineRun:
-    """The run of an ``offline-run-*`` folder, with its config and summary as last updated."""
+    """The run of an ``offline-run-*`` folder, with its config and summary as last updated.
+
+    For runs of processes that have exited (W&B's teardown at exit writes the whole log); a run
+    preempted and requeued may have no exit record, so this does not wait for one.
+    """
     (log,) = folder.glob("run-*.wandb")
     run, config, summary = None, {}, {}
     for record in records(log):
@@ -82,10 +109,9 @@ def offline_runs(run_folder: Path) -> list[OfflineRun]:
 
 
 def history(folder: Path) -> list[dict[str, Any]]:
-    """The rows an ``offline-run-*`` folder's run logged (``wandb.log``), in order."""
-    (log,) = folder.glob("run-*.wandb")
+    """The rows an ``offline-run-*`` folder's finished run logged (``wandb.log``), in order."""
     rows = []
-    for record in records(log):
+    for record in finished_records(folder):
         if record.WhichOneof("record_type") == "history":
             row: dict[str, Any] = {}
             _apply(row, record.history.item)

@@ -26,7 +26,7 @@ def default_module(overrides: list[str]) -> tuple[Any, UnifiedModule, torch.opti
     """The config, module (in training mode) and configured optimiser of the default run."""
     cfg = compose_config(overrides)
     module = build_module(cfg)
-    module.trainer = SimpleNamespace(estimated_stepping_batches=1000, max_epochs=6)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=1000, max_epochs=6, world_size=1)
     optimizer = module.configure_optimizers()["optimizer"]
     module.trainer = None
     return cfg, module.train(), optimizer

@@ -1,17 +1,21 @@
-"""Training throughput of the default run by torch thread count and DataLoader worker count.
+"""Training throughput of the default run by torch thread count, DataLoader worker count and
+precision, against the run as it was before the speed work.
 
     python benchmarks/threads_workers.py [--steps 4] [--rounds 3] [overrides ...]
 
-Times the default run's training steps (real shapes batches, loss, fused SGD, the run's
-precision) fed by fresh DataLoader workers, for torch's default threads (one per core) and for
-``trainer.threads=auto`` (cores less workers), in turns. Writes
-benchmarks/results/threads_workers.json.
+Times the default run's training steps (real shapes batches, loss, foreach SGD) fed by fresh
+DataLoader workers, in turns: first as the run trained before the speed work (32-bit, torch's
+default threads: one per core), then torch's default threads in the run's precision, then
+``trainer.threads=auto`` (cores less workers) with the config's workers and with one. Records
+each variant's images/s and its throughput relative to the first, and the load average the
+machine had meanwhile. Writes benchmarks/results/threads_workers.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -43,13 +47,27 @@ def main() -> None:
     precision = precision_of(cfg)
     workers = cfg.data.num_workers
     auto = compute_threads({"threads": "auto"}, workers)
+    cores = usable_cores()
     settings = {
-        f"{usable_cores()} threads, {workers} workers (torch's default)": (usable_cores(), workers),
-        f"{auto} thread(s), {workers} workers (threads=auto)": (auto, workers),
-        "1 thread, 1 worker (threads=auto)": (1, 1),
+        f"before the speed work: 32-true, {cores} threads, {workers} workers": (
+            cores,
+            workers,
+            "32-true",
+        ),
+        f"{precision}, {cores} threads, {workers} workers (torch's default)": (
+            cores,
+            workers,
+            precision,
+        ),
+        f"{precision}, {auto} thread(s), {workers} workers (threads=auto)": (
+            auto,
+            workers,
+            precision,
+        ),
+        f"{precision}, 1 thread, 1 worker (threads=auto)": (1, 1, precision),
     }
 
-    def measure(threads: int, num_workers: int) -> float:
+    def measure(threads: int, num_workers: int, precision: str) -> float:
         torch.set_num_threads(threads)
         batches = training_batches(cfg, num_workers)
         for _ in range(WARM_UP_STEPS):
@@ -64,15 +82,21 @@ def main() -> None:
         return seconds
 
     variants = {name: (lambda s=setting: measure(*s)) for name, setting in settings.items()}
+    load_before = os.getloadavg()[0]
     timings = interleaved(variants, arguments.rounds)
+    images = arguments.steps * cfg.data.batch_size
+    for timing in timings.values():
+        timing["images_per_second"] = round(images / timing["median_seconds"], 2)
+        timing["throughput_ratio"] = round(1 / timing["time_ratio"], 2)
     record = {
         "command": "python benchmarks/threads_workers.py " + " ".join(sys.argv[1:]),
         "usable_cores": usable_cores(),
         "precision": precision,
         "batch_size": cfg.data.batch_size,
         "timed_steps_per_round": arguments.steps,
-        "note": "machine shared with other jobs (load average ~9 on 2 cores): compare the "
-        "ratios, measured in turns within one process, not the absolute times",
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+        "note": "ratios of variants measured in turns within one process; on a shared machine "
+        "compare the ratios, not the absolute times",
         "variants": timings,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

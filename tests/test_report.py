@@ -306,6 +306,24 @@ def test_unknown_baseline_name_lists_the_configurations(sweep: Path):
         write_report([sweep], baseline="ifa_add")
 
 
+def test_experiments_keeps_one_table_of_a_larger_sweep(sweep: Path, tmp_path: Path):
+    """Table 6 from a sweep that also holds other rows: only the named experiments' jobs."""
+    write_job(sweep, 10, "ifa_add", 0, coco_metrics(0.300, 0.550))
+    write_job(sweep, 11, "ifa_add", 1, coco_metrics(0.310, 0.560))
+    out = tmp_path / "table"
+
+    main([f"folders=[{sweep}]", f"out={out}", "experiments=[baseline,ifa_add]", "resamples=0"])
+
+    rows = read_csv(out / "report.csv")
+    assert [row["configuration"] for row in rows] == ["baseline", "ifa_add"]  # no ifa_mul
+    assert float(rows[1]["AP_mean"]) == pytest.approx((0.300 + 0.310) / 2)
+
+
+def test_experiments_naming_one_without_jobs_lists_those_there(sweep: Path):
+    with pytest.raises(ReportError, match=r"no job of ifa_nn under .*there: baseline, ifa_mul"):
+        write_report([sweep], experiments=["baseline", "ifa_nn"])
+
+
 def test_empty_folder_is_a_clear_error(tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -29,6 +29,20 @@ __all__ = [
 ]
 
 
+def select_experiments(
+    jobs: Sequence[Job], experiments: Sequence[str], folders: Sequence[Path]
+) -> list[Job]:
+    """The jobs of ``experiments``; every one named must have a job."""
+    present = sorted({job.experiment for job in jobs})
+    missing = [name for name in experiments if name not in present]
+    if missing:
+        raise ReportError(
+            f"experiments={list(experiments)}: no job of {', '.join(missing)} under "
+            f"{', '.join(map(str, folders))}; experiments there: {', '.join(present)}"
+        )
+    return [job for job in jobs if job.experiment in experiments]
+
+
 @dataclass(frozen=True)
 class Report:
     table: Table
@@ -44,14 +58,18 @@ def write_report(
     metric: str = "AP",
     resamples: int = DEFAULT_RESAMPLES,
     bootstrap_seed: int = DEFAULT_SEED,
+    experiments: Sequence[str] | None = None,
 ) -> Report:
     """Write ``report.md``, ``report.csv`` and ``report.png`` into ``out`` (default: the first
     folder). ``baseline`` names the configuration Δ is computed against (label or experiment);
     the paired comparison (see :mod:`yolor_lightning.report.comparison`) is on ``metric``, its
     evaluation noise from ``resamples`` bootstrap resamples drawn with ``bootstrap_seed``
-    (0 resamples: none)."""
+    (0 resamples: none). ``experiments`` keeps only those experiments' jobs (one table of a
+    sweep over many; Holm's correction then spans its rows only); None keeps every job."""
     folders = [Path(folder) for folder in folders]
     jobs = find_jobs(folders)
+    if experiments is not None:
+        jobs = select_experiments(jobs, experiments, folders)
     if all(job.results is None for job in jobs):
         failed = "; ".join(f"{job.folder} ({job.failure})" for job in jobs)
         raise ReportError(

@@ -1,5 +1,6 @@
 """``python -m yolor_lightning.report folders=[DIR,...] [out=DIR] [baseline=NAME] [metric=AP]
-[resamples=1000] [bootstrap_seed=0]``: the report of runs (see conf/report.yaml)."""
+[resamples=1000] [bootstrap_seed=0] [experiments=[NAME,...]]``: the report of runs (see
+conf/report.yaml)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class ReportSchema:
     metric: str = "AP"
     resamples: int = DEFAULT_RESAMPLES
     bootstrap_seed: int = DEFAULT_SEED
+    experiments: list[str] | None = None
 
 
 ConfigStore.instance().store(name="report_schema", node=ReportSchema)
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg.metric,
             cfg.resamples,
             cfg.bootstrap_seed,
+            None if cfg.experiments is None else list(cfg.experiments),
         )
     except ReportError as error:
         raise ToolConfigError(f"yolor_lightning.report: error: {error}") from None

@@ -7,6 +7,7 @@ summarised by medians.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -79,6 +80,19 @@ def interleaved(variants: dict[str, Callable[[], float]], rounds: int) -> dict[s
             "time_ratio": round(statistics.median(values) / reference, 3),
         }
         for name, values in times.items()
+    }
+
+
+def timed_in_turns(variants: dict[str, Callable[[], float]], rounds: int) -> dict[str, Any]:
+    """``interleaved`` timings under ``variants``, with the machine's 1-minute load average before
+    and after them: whether the absolute times or only the ratios can be read."""
+    before = os.getloadavg()[0]
+    timings = interleaved(variants, rounds)
+    return {
+        "load_average_1min": {"before": round(before, 2), "after": round(os.getloadavg()[0], 2)},
+        "note": "ratios of variants measured in turns within one process; on a loaded machine "
+        "compare the ratios, not the absolute times",
+        "variants": timings,
     }
 
 

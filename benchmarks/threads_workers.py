@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -23,9 +22,9 @@ from pathlib import Path
 import torch
 from step_timing import (
     default_module,
-    interleaved,
     precision_of,
     timed,
+    timed_in_turns,
     train_step,
     training_batches,
 )
@@ -82,10 +81,9 @@ def main() -> None:
         return seconds
 
     variants = {name: (lambda s=setting: measure(*s)) for name, setting in settings.items()}
-    load_before = os.getloadavg()[0]
-    timings = interleaved(variants, arguments.rounds)
+    turns = timed_in_turns(variants, arguments.rounds)
     images = arguments.steps * cfg.data.batch_size
-    for timing in timings.values():
+    for timing in turns["variants"].values():
         timing["images_per_second"] = round(images / timing["median_seconds"], 2)
         timing["throughput_ratio"] = round(1 / timing["time_ratio"], 2)
     record = {
@@ -94,10 +92,7 @@ def main() -> None:
         "precision": precision,
         "batch_size": cfg.data.batch_size,
         "timed_steps_per_round": arguments.steps,
-        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-        "note": "ratios of variants measured in turns within one process; on a shared machine "
-        "compare the ratios, not the absolute times",
-        "variants": timings,
+        **turns,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")

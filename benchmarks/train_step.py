@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from step_timing import autocast, interleaved, timed
+from step_timing import autocast, timed, timed_in_turns
 
 from yolor_lightning.config import compose_config, plain
 from yolor_lightning.environment import usable_cores
@@ -92,8 +92,8 @@ def main() -> None:
         )
         for name, variant in VARIANTS.items()
     }
-    timings = interleaved(timers, args.rounds)
-    for timing in timings.values():
+    turns = timed_in_turns(timers, args.rounds)
+    for timing in turns["variants"].values():
         timing["images_per_s"] = round(args.batch_size / timing["median_seconds"], 1)
     result = {
         "command": "python benchmarks/train_step.py " + " ".join(sys.argv[1:]),
@@ -104,10 +104,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "usable_cores": usable_cores(),
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
-        "note": "machine shared with other jobs (load average ~9 on 2 cores): compare the "
-        "ratios (time_ratio: median step time over fp32 channels_last's), measured in turns "
-        "within one process, not the absolute times",
-        "variants": timings,
+        "time_ratio": "median step time over fp32 channels_last's",
+        **turns,
     }
     path = RESULTS / f"train_step_{args.model}_{args.size}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
     python benchmarks/validation_share.py [--epochs N] [--run-dir DIR] [overrides ...]
 
-Fits the default run (``python -m yolor_lightning`` plus the overrides, its schedule unchanged)
+Fits the default run (``python -m yolor_lightning`` plus the overrides, its schedule and its
+training and evaluation threads unchanged)
 for its first ``--epochs`` epochs and times, per epoch, the training batches and the validation
 (network, loss, NMS and the COCO evaluation), and checks that every logged validation metric is
 finite. Writes benchmarks/results/validation_share.json after every epoch (a run stopped early
@@ -23,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
+from yolor_lightning.callbacks import EvaluationThreads
 from yolor_lightning.config import compose_config
 from yolor_lightning.train import (
+    apply_thread_settings,
     build_callbacks,
     build_datamodule,
     build_module,
@@ -92,6 +96,7 @@ def main() -> None:
         cfg = compose_config(
             ["callbacks.progress_bar=null", f"output_dir={output_dir}", *arguments.overrides]
         )
+        evaluation_threads = apply_thread_settings(cfg)
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule)
@@ -101,6 +106,10 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "precision": trainer_arguments(cfg.trainer)["precision"],
         }
+        if evaluation_threads is not None:
+            callbacks.append(EvaluationThreads(evaluation_threads))
+            record["evaluation_threads"] = evaluation_threads
+        record["training_threads"] = torch.get_num_threads()
         timer = EpochTimer(arguments.epochs, record)
         trainer = build_trainer(cfg, output_dir, [CSVLogger(output_dir)], [*callbacks, timer])
         trainer.fit(module, datamodule=datamodule)

@@ -44,6 +44,8 @@ def test_ddp_run_finishes_with_one_results_file_and_one_wandb_run(ddp_run: Path)
     assert results["config"]["trainer"]["devices"] == 2
     assert (results["epochs"], results["steps"]) == (1, STEPS_PER_EPOCH[2])
     assert (ddp_run / "train_ddp_process_1.log").is_file()  # rank 1 ran in this run folder
+    environment = results["environment"]  # the processes split the validation: no extra threads
+    assert environment["evaluation_threads"] == environment["torch_threads"]
     (wandb_run,) = offline_runs(ddp_run)
     assert wandb_run.summary["final/AP"] == pytest.approx(results["metrics"]["AP"])
 

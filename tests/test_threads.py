@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from yolor_lightning import environment
+from yolor_lightning.callbacks import EvaluationThreads
 from yolor_lightning.config import compose_config, plain
-from yolor_lightning.environment import compute_threads
+from yolor_lightning.environment import compute_threads, evaluation_compute_threads
 from yolor_lightning.train import RUN_OPTIONS, trainer_arguments
 
 
@@ -57,3 +61,61 @@ def test_run_options_threads_and_compile_are_not_passed_to_lightning_trainer():
     assert set(RUN_OPTIONS) == {"threads", "compile"}
     assert set(RUN_OPTIONS) <= set(plain(cfg.trainer))
     assert not set(RUN_OPTIONS) & set(trainer_arguments(cfg.trainer))
+
+
+@pytest.mark.usefixtures("eight_cores")
+def test_evaluation_takes_every_core_of_a_single_process_with_auto_threads():
+    assert evaluation_compute_threads({"threads": "auto"}, data_workers=2) == 8
+
+
+@pytest.mark.usefixtures("eight_cores")
+def test_evaluation_keeps_the_training_threads_where_they_are_set_or_split(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    assert evaluation_compute_threads({"threads": 3}, data_workers=2) == 3
+    assert evaluation_compute_threads({"threads": None}, data_workers=2) is None
+    ddp = {"threads": "auto", "strategy": "ddp", "devices": 2}
+    assert evaluation_compute_threads(ddp, data_workers=1) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert evaluation_compute_threads({"threads": "auto"}, data_workers=2) == 5
+
+
+class ThreadProbe(L.LightningModule):
+    """A linear model that records torch's thread count in every training and validation step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.threads: dict[str, set[int]] = {"train": set(), "val": set()}
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.threads["train"].add(torch.get_num_threads())
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        self.threads["val"].add(torch.get_num_threads())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_validation_runs_on_the_evaluation_threads_and_training_on_its_own(tmp_path):
+    before = torch.get_num_threads()
+    loader = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2)
+    probe = ThreadProbe()
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[EvaluationThreads(2)],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    try:
+        torch.set_num_threads(1)
+        trainer.fit(probe, loader, loader)
+        assert probe.threads == {"train": {1}, "val": {2}}  # sanity check, epochs 0 and 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -64,6 +64,13 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def node_processes(trainer: Mapping[str, Any]) -> int:
+    """The training processes ``cfg.trainer`` starts on each node: its devices under DDP."""
+    ddp = "ddp" in str(trainer.get("strategy"))
+    devices = trainer.get("devices")
+    return devices if ddp and isinstance(devices, int) else 1
+
+
 def compute_threads(trainer: Mapping[str, Any], data_workers: int) -> int | None:
     """The torch thread count ``trainer.threads`` asks for (``trainer`` is ``cfg.trainer``).
 
@@ -79,16 +86,29 @@ def compute_threads(trainer: Mapping[str, Any], data_workers: int) -> int | None
     if setting == "auto" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     if setting == "auto":
-        ddp = "ddp" in str(trainer.get("strategy"))
-        devices = trainer.get("devices")
-        processes = devices if ddp and isinstance(devices, int) else 1
-        return max(1, usable_cores() // processes - data_workers)
+        return max(1, usable_cores() // node_processes(trainer) - data_workers)
     if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
         return setting
     raise ValueError(
         f"config key trainer.threads={setting!r} is invalid: allowed values are 'auto', null "
         "or an integer >= 1"
     )
+
+
+def evaluation_compute_threads(trainer: Mapping[str, Any], data_workers: int) -> int | None:
+    """The torch thread count of the validation and test loops (``trainer`` is ``cfg.trainer``).
+
+    With ``trainer.threads: auto`` in a single process whose environment does not set
+    ``OMP_NUM_THREADS``: every usable core, since the evaluation loader's workers only letterbox
+    cached images while the training workers build mosaics. Otherwise the training count (a
+    distributed run already splits the evaluation over its processes). Call it before
+    :func:`set_compute_threads`, which sets ``OMP_NUM_THREADS``.
+    """
+    training = compute_threads(trainer, data_workers)
+    environment_sets = os.environ.get("OMP_NUM_THREADS", "").isdigit()
+    if trainer.get("threads") == "auto" and not environment_sets and node_processes(trainer) == 1:
+        return usable_cores()
+    return training
 
 
 def set_compute_threads(threads: int) -> None:
@@ -98,13 +118,15 @@ def set_compute_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def numerics_environment(data_workers: int) -> dict[str, Any]:
-    """Versions, threads and hardware of this process, and its DataLoader worker count."""
+def numerics_environment(data_workers: int, evaluation: int | None = None) -> dict[str, Any]:
+    """Versions, threads and hardware of this process, its DataLoader worker count and the
+    threads of its evaluation loops (``evaluation``; ``None``: those of training)."""
     cuda = torch.cuda.is_available()
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        "evaluation_threads": evaluation or torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "data_workers": data_workers,
         "cpu": cpu_model(),

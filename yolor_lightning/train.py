@@ -24,13 +24,19 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from yolor_lightning.analysis.complexity import model_cost
-from yolor_lightning.callbacks import AtomicCheckpointIO, RampedEMA, ValidationMedia
+from yolor_lightning.callbacks import (
+    AtomicCheckpointIO,
+    EvaluationThreads,
+    RampedEMA,
+    ValidationMedia,
+)
 from yolor_lightning.checkpoints import load_checkpoint
 from yolor_lightning.cluster import cluster_environment, distributed_job, resume_from
 from yolor_lightning.config import check_values, plain, register_schemas
 from yolor_lightning.environment import (
     automatic_precision,
     compute_threads,
+    evaluation_compute_threads,
     numerics_environment,
     set_compute_threads,
 )
@@ -196,7 +202,7 @@ def run_loggers(cfg: DictConfig, output_dir: Path, job_type: str) -> list[Logger
     )
 
 
-def run_record(cfg: DictConfig) -> dict[str, Any]:
+def run_record(cfg: DictConfig, evaluation_threads: int | None = None) -> dict[str, Any]:
     """What results.json says of every run, finished or failed: its configuration and the
     environment that decides its numerics."""
     return {
@@ -210,9 +216,19 @@ def run_record(cfg: DictConfig) -> dict[str, Any]:
             "seed": cfg.seed,
             **implicit_choices(plain(cfg.model.implicit)),
         },
-        "environment": numerics_environment(cfg.data.num_workers),
+        "environment": numerics_environment(cfg.data.num_workers, evaluation_threads),
         "config": plain(cfg),
     }
+
+
+def apply_thread_settings(cfg: DictConfig) -> int | None:
+    """Set this process's torch threads for training as ``trainer.threads`` says; return those
+    its evaluation loops take (:class:`EvaluationThreads`; ``None``: torch's default)."""
+    threads = compute_threads(plain(cfg.trainer), cfg.data.num_workers)
+    evaluation = evaluation_compute_threads(plain(cfg.trainer), cfg.data.num_workers)
+    if threads is not None:
+        set_compute_threads(threads)
+    return evaluation
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -222,19 +238,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     that writes results.json with ``status: failed`` and the reason, then raises.
     """
     check_values(cfg)
-    threads = compute_threads(plain(cfg.trainer), cfg.data.num_workers)
-    if threads is not None:
-        set_compute_threads(threads)
+    evaluation = apply_thread_settings(cfg)
     output_dir = Path(cfg.output_dir)
     resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))
     if global_rank() == 0:
         claim_run_folder(output_dir, resuming=resume is not None)
     try:
-        return train_and_evaluate(cfg, output_dir, resume)
+        return train_and_evaluate(cfg, output_dir, resume, evaluation)
     except Exception as error:
         if global_rank() == 0:
             failure = f"{type(error).__name__}: {error}"
-            write_results(output_dir, {**run_record(cfg), "status": "failed", "failure": failure})
+            record = run_record(cfg, evaluation)
+            write_results(output_dir, {**record, "status": "failed", "failure": failure})
         raise
 
 
@@ -268,14 +283,19 @@ def checkpoint_metrics(
     return final
 
 
-def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) -> dict[str, Any]:
-    """:func:`train` in its claimed folder, from the checkpoint ``resume`` when given."""
+def train_and_evaluate(
+    cfg: DictConfig, output_dir: Path, resume: str | None, evaluation_threads: int | None = None
+) -> dict[str, Any]:
+    """:func:`train` in its claimed folder, from the checkpoint ``resume`` when given; its
+    validations on ``evaluation_threads`` torch threads (``None``: those of training)."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     if cfg.trainer.compile:  # in place: the module, its state_dict keys and the EMA's stay plain
         module.network.compile(backend="inductor")
     callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir)
+    if evaluation_threads is not None:
+        callbacks.append(EvaluationThreads(evaluation_threads))
     loggers = run_loggers(cfg, output_dir, job_type="train")
     trainer = build_trainer(cfg, output_dir, loggers, callbacks)
     started = time.perf_counter()
@@ -290,7 +310,7 @@ def train_and_evaluate(cfg: DictConfig, output_dir: Path, resume: str | None) ->
     if unmeasured:
         raise NonFiniteError(f"the final validation measured no finite {', '.join(unmeasured)}")
     results = {
-        **run_record(cfg),
+        **run_record(cfg, evaluation_threads),
         "status": "finished",
         "metrics": metrics,
         "model": {

@@ -44,6 +44,7 @@ from yolor_lightning.data.coco import CocoDetection, UnreadableImageError
 from yolor_lightning.data.sampling import PKBatch, SampleKey, SeededSampler, make_train_sampler
 from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, default_cache_root, ensure_shapes
 from yolor_lightning.data.skipping import SkipCount, SkippedSample
+from yolor_lightning.data.transfer import packed_in_workers
 from yolor_lightning.data.transforms import (
     Augment,
     Sample,
@@ -329,10 +330,13 @@ class DetectionDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=functools.partial(
-                collate_batch,
-                image_size=self.image_size,
-                num_classes=self.num_classes,
-                targets=self.targets,
+                packed_in_workers,
+                collate=functools.partial(
+                    collate_batch,
+                    image_size=self.image_size,
+                    num_classes=self.num_classes,
+                    targets=self.targets,
+                ),
             ),
         )
 

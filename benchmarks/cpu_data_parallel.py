@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -72,7 +71,7 @@ def main() -> None:
         def run(name: str, variant: list[str]) -> float:
             run_dir = Path(scratch) / f"run{sum(map(len, runs.values()))}"
             command = [sys.executable, "-m", "yolor_lightning", f"hydra.run.dir={run_dir}"]
-            subprocess.run([*command, *overrides, *variant], check=True, env=dict(os.environ))
+            subprocess.run([*command, *overrides, *variant], check=True)
             results = read_results(run_dir / RESULTS_FILE)
             runs.setdefault(name, []).append(results)
             return results["fit_seconds"]

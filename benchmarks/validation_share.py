@@ -28,7 +28,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
-from yolor_lightning.callbacks import EvaluationThreads
 from yolor_lightning.config import compose_config
 from yolor_lightning.train import (
     apply_thread_settings,
@@ -100,16 +99,14 @@ def main() -> None:
         L.seed_everything(cfg.seed, workers=True)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule)
-        callbacks, _ = build_callbacks(cfg.callbacks, output_dir)
+        callbacks, _ = build_callbacks(cfg.callbacks, output_dir, evaluation_threads)
         record = {
             "command": "python benchmarks/validation_share.py " + " ".join(sys.argv[1:]),
             "cpu_count": os.cpu_count(),
             "precision": trainer_arguments(cfg.trainer)["precision"],
         }
-        if evaluation_threads is not None:
-            callbacks.append(EvaluationThreads(evaluation_threads))
-            record["evaluation_threads"] = evaluation_threads
         record["training_threads"] = torch.get_num_threads()
+        record["evaluation_threads"] = evaluation_threads or torch.get_num_threads()
         timer = EpochTimer(arguments.epochs, record)
         trainer = build_trainer(cfg, output_dir, [CSVLogger(output_dir)], [*callbacks, timer])
         trainer.fit(module, datamodule=datamodule)

@@ -65,19 +65,19 @@ def test_run_options_threads_and_compile_are_not_passed_to_lightning_trainer():
 
 @pytest.mark.usefixtures("eight_cores")
 def test_evaluation_takes_every_core_of_a_single_process_with_auto_threads():
-    assert evaluation_compute_threads({"threads": "auto"}, data_workers=2) == 8
+    assert evaluation_compute_threads({"threads": "auto"}, training=6) == 8
 
 
 @pytest.mark.usefixtures("eight_cores")
 def test_evaluation_keeps_the_training_threads_where_they_are_set_or_split(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    assert evaluation_compute_threads({"threads": 3}, data_workers=2) == 3
-    assert evaluation_compute_threads({"threads": None}, data_workers=2) is None
+    assert evaluation_compute_threads({"threads": 3}, training=3) == 3
+    assert evaluation_compute_threads({"threads": None}, training=None) is None
     ddp = {"threads": "auto", "strategy": "ddp", "devices": 2}
-    assert evaluation_compute_threads(ddp, data_workers=1) == 3
+    assert evaluation_compute_threads(ddp, compute_threads(ddp, data_workers=1)) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
-    assert evaluation_compute_threads({"threads": "auto"}, data_workers=2) == 5
+    assert evaluation_compute_threads({"threads": "auto"}, training=5) == 5
 
 
 class ThreadProbe(L.LightningModule):

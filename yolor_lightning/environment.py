@@ -95,16 +95,15 @@ def compute_threads(trainer: Mapping[str, Any], data_workers: int) -> int | None
     )
 
 
-def evaluation_compute_threads(trainer: Mapping[str, Any], data_workers: int) -> int | None:
+def evaluation_compute_threads(trainer: Mapping[str, Any], training: int | None) -> int | None:
     """The torch thread count of the validation and test loops (``trainer`` is ``cfg.trainer``).
 
     With ``trainer.threads: auto`` in a single process whose environment does not set
     ``OMP_NUM_THREADS``: every usable core, since the evaluation loader's workers only letterbox
-    cached images while the training workers build mosaics. Otherwise the training count (a
-    distributed run already splits the evaluation over its processes). Call it before
-    :func:`set_compute_threads`, which sets ``OMP_NUM_THREADS``.
+    cached images while the training workers build mosaics. Otherwise ``training``, the count
+    :func:`compute_threads` gave (a distributed run already splits the evaluation over its
+    processes). Call it before :func:`set_compute_threads`, which sets ``OMP_NUM_THREADS``.
     """
-    training = compute_threads(trainer, data_workers)
     environment_sets = os.environ.get("OMP_NUM_THREADS", "").isdigit()
     if trainer.get("threads") == "auto" and not environment_sets and node_processes(trainer) == 1:
         return usable_cores()

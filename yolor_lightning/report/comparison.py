@@ -27,6 +27,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -57,12 +58,31 @@ TARGET_POWER = 0.8
 BETTER, WORSE, NOT_RESOLVED = "better", "worse", "not resolved"
 
 
+NUMERICS_KEYS = ("device", "cuda", "torch", "cpu", "cpu_capability", "torch_threads")
+"""The parts of results.json's ``environment`` that change floating-point rounding: kernels
+(device, CPU model and instruction set, library versions) and the order of threaded sums."""
+
+
 @dataclass(frozen=True)
 class Pair:
     seed: str
     run: Job
     baseline: Job
     delta: float
+
+    @property
+    def environment_differences(self) -> dict[str, tuple[Any, Any]]:
+        """What of ``NUMERICS_KEYS`` the two runs recorded differently, as (run, baseline).
+
+        Such a pair shares the seed's initial weights and data order but not the rounding, so
+        its Δ also holds the chaotic divergence that other kernels start: it stays in the
+        statistics, and the report names it."""
+        run, baseline = (job.results.get("environment") or {} for job in (self.run, self.baseline))
+        return {
+            key: (run[key], baseline[key])
+            for key in NUMERICS_KEYS
+            if key in run and key in baseline and run[key] != baseline[key]
+        }
 
 
 @dataclass(frozen=True)

@@ -511,25 +511,33 @@ def test_clear_effects_are_better_and_worse_after_holm(tmp_path: Path):
     )
 
 
-def test_pairs_run_in_different_environments_are_named_and_kept(sweep: Path):
+def test_runs_pair_only_within_one_environment(sweep: Path):
     intel = {"cpu": "Intel(R) Xeon(R) Processor", "torch": "2.14.1", "torch_threads": 1}
     amd = intel | {"cpu": "AMD EPYC"}
-    for folder, environment in ((0, intel), (1, intel), (2, amd), (3, intel)):  # ifa_mul seed 0
+    # folders 0, 1: baseline seeds 0, 1 (Intel); 2, 3: ifa_mul seeds 0, 1 (AMD, Intel)
+    for folder, environment in ((0, intel), (1, intel), (2, amd), (3, intel)):
         results = json.loads((sweep / str(folder) / "results.json").read_text())
         write_results(sweep / str(folder), results | {"environment": environment})
+    amd_baseline = write_job(sweep, 5, "baseline", 0, coco_metrics(0.300, 0.55))
+    results = json.loads((amd_baseline / "results.json").read_text())
+    write_results(amd_baseline, results | {"environment": amd})
+    second = write_job(sweep, 6, "baseline", 1, coco_metrics(0.310, 0.55))  # no environment
 
     report = write_report([sweep], resamples=0)
 
     (comparison,) = report.comparisons
-    assert [p.environment_differences for p in comparison.pairs] == [
-        {"cpu": ("AMD EPYC", "Intel(R) Xeon(R) Processor")},
-        {},
+    assert [(p.seed, p.run.folder, p.baseline.folder) for p in comparison.pairs] == [
+        ("0", sweep / "2", amd_baseline),
+        ("1", sweep / "3", sweep / "1"),
     ]
-    assert comparison.n == 2 and not comparison.unpaired
-    assert "## Pairs run in different environments" in report.markdown
-    assert "| `ifa_mul` | 0 | cpu: AMD EPYC / Intel(R) Xeon(R) Processor |" in report.markdown
-    rows = read_csv(sweep / "report.csv")
-    assert [(r["configuration"], r["mixed_environment"]) for r in rows[:2]] == [
-        ("baseline", ""),
-        ("ifa_mul", "0:cpu"),
+    assert comparison.pairs[0].delta == pytest.approx(0.361 - 0.300)
+    assert [(u.seed, u.job.folder, u.reason) for u in comparison.unpaired] == [
+        ("1", second, "second run of seed 1"),
+        (
+            "0",
+            sweep / "0",
+            "the other side ran this seed in another environment "
+            "(cpu: Intel(R) Xeon(R) Processor / AMD EPYC)",
+        ),
     ]
+    assert "the same numerics environment" in report.markdown

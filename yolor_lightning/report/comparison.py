@@ -1,9 +1,13 @@
 """Each configuration against its baseline, run for run: pairs, statistics, verdict.
 
-What is paired: two finished runs with the same seed, one of the configuration and one of its
-baseline (the configuration the table gives it, ``table.select_baselines``). A seed that only
-one side has, or a second run of a seed on one side, is listed as unpaired and left out of the
-statistics. Per pair, Δ = metric(configuration) − metric(baseline).
+What is paired: two finished runs with the same seed in the same numerics environment
+(``NUMERICS_KEYS``), one of the configuration and one of its baseline (the configuration the
+table gives it, ``table.select_baselines``). The environment is part of the pair because the
+rounding of other kernels alone moves a run: the baseline's seeds 2 and 3 at one commit scored
+2.6 and 2.7 AP points lower on an AMD EPYC than on an Intel Xeon (experiments/README.md). A
+seed that only one side has, or has only in another environment, or a second run of a seed on
+one side, is listed as unpaired and left out of the statistics. Per pair,
+Δ = metric(configuration) − metric(baseline).
 
 Per configuration (n pairs): mean Δ with its 95% t-interval, the exact sign-flip p-value, the
 paired t-test p-value, the share of pairs it wins (Δ > 0), and, from per-image evaluation
@@ -63,26 +67,27 @@ NUMERICS_KEYS = ("device", "cuda", "torch", "cpu", "cpu_capability", "torch_thre
 (device, CPU model and instruction set, library versions) and the order of threaded sums."""
 
 
+def environment_differences(job: Job, other: Job) -> dict[str, tuple[Any, Any]]:
+    """What of ``NUMERICS_KEYS`` the two runs recorded differently, as (job, other); keys that
+    either run did not record are not compared."""
+    first, second = (j.results.get("environment") or {} for j in (job, other))
+    return {
+        key: (first[key], second[key])
+        for key in NUMERICS_KEYS
+        if key in first and key in second and first[key] != second[key]
+    }
+
+
+def describe(differences: dict[str, tuple[Any, Any]]) -> str:
+    return "; ".join(f"{key}: {a} / {b}" for key, (a, b) in differences.items())
+
+
 @dataclass(frozen=True)
 class Pair:
     seed: str
     run: Job
     baseline: Job
     delta: float
-
-    @property
-    def environment_differences(self) -> dict[str, tuple[Any, Any]]:
-        """What of ``NUMERICS_KEYS`` the two runs recorded differently, as (run, baseline).
-
-        Such a pair shares the seed's initial weights and data order but not the rounding, so
-        its Δ also holds the chaotic divergence that other kernels start: it stays in the
-        statistics, and the report names it."""
-        run, baseline = (job.results.get("environment") or {} for job in (self.run, self.baseline))
-        return {
-            key: (run[key], baseline[key])
-            for key in NUMERICS_KEYS
-            if key in run and key in baseline and run[key] != baseline[key]
-        }
 
 
 @dataclass(frozen=True)
@@ -147,33 +152,57 @@ class Comparison:
 
 
 def pair_runs(row: Row, metric: str) -> tuple[list[Pair], list[Unpaired]]:
-    """Runs of ``row`` and of its baseline with the same seed; the rest, unpaired."""
-    sides: list[dict[str, Job]] = [{}, {}]
-    unpaired = []
-    for side, jobs in zip(sides, (row.jobs, row.baseline.jobs), strict=True):
+    """Runs of ``row`` and of its baseline with the same seed in the same numerics environment
+    (``NUMERICS_KEYS``); the rest, unpaired, with the reason."""
+    unpaired: list[Unpaired] = []
+    runs, baselines = (
+        usable_by_seed(jobs, metric, unpaired) for jobs in (row.jobs, row.baseline.jobs)
+    )
+    pairs: list[Pair] = []
+    partners: list[Job] = []
+    for seed, jobs in runs.items():
         for job in jobs:
-            seed = job.seed or "?"
-            if metric not in job.results["metrics"]:
-                unpaired.append(Unpaired(seed, job, f"no {metric}"))
-            elif seed in side:
+            candidates = baselines.get(seed, [])
+            partner = next((b for b in candidates if not environment_differences(job, b)), None)
+            if any(pair.seed == seed for pair in pairs):
                 unpaired.append(Unpaired(seed, job, f"second run of seed {seed}"))
+            elif partner is not None:
+                delta = job.results["metrics"][metric] - partner.results["metrics"][metric]
+                pairs.append(Pair(seed, job, partner, delta))
+                partners.append(partner)
             else:
-                side[seed] = job
-    runs, baselines = sides
-    for seed, job in [*runs.items(), *baselines.items()]:
-        if (seed in runs) != (seed in baselines):
-            unpaired.append(Unpaired(seed, job, "no run with this seed on the other side"))
-    pairs = [
-        Pair(
-            seed,
-            runs[seed],
-            baselines[seed],
-            runs[seed].results["metrics"][metric] - baselines[seed].results["metrics"][metric],
-        )
-        for seed in runs
-        if seed in baselines
-    ]
+                unpaired.append(Unpaired(seed, job, unmatched_reason(job, candidates)))
+    for seed, jobs in baselines.items():
+        for job in jobs:
+            if all(job is not partner for partner in partners):
+                unpaired.append(Unpaired(seed, job, unmatched_reason(job, runs.get(seed, []))))
     return pairs, unpaired
+
+
+def usable_by_seed(
+    jobs: Sequence[Job], metric: str, unpaired: list[Unpaired]
+) -> dict[str, list[Job]]:
+    """The runs with ``metric`` by seed, at most one per seed and environment; the others are
+    added to ``unpaired``."""
+    by_seed: dict[str, list[Job]] = {}
+    for job in jobs:
+        seed = job.seed or "?"
+        same_seed = by_seed.setdefault(seed, [])
+        if metric not in job.results["metrics"]:
+            unpaired.append(Unpaired(seed, job, f"no {metric}"))
+        elif any(not environment_differences(job, other) for other in same_seed):
+            unpaired.append(Unpaired(seed, job, f"second run of seed {seed}"))
+        else:
+            same_seed.append(job)
+    return {seed: jobs for seed, jobs in by_seed.items() if jobs}
+
+
+def unmatched_reason(job: Job, same_seed: Sequence[Job]) -> str:
+    """Why ``job`` has no partner among the other side's runs of its seed."""
+    if not same_seed:
+        return "no run with this seed on the other side"
+    differences = describe(environment_differences(job, same_seed[0]))
+    return f"the other side ran this seed in another environment ({differences})"
 
 
 class BootstrapCache:

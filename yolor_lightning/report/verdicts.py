@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from yolor_lightning.report.comparison import ALPHA, CONFIDENCE, TARGET_POWER, Comparison, Pair
+from yolor_lightning.report.comparison import ALPHA, CONFIDENCE, TARGET_POWER, Comparison
 from yolor_lightning.report.table import AP_METRICS, markdown_table
 
 CSV_COLUMNS = (
@@ -32,7 +32,6 @@ CSV_COLUMNS = (
     "eval_low",
     "eval_high",
     "unpaired",
-    "mixed_environment",
 )
 
 
@@ -127,35 +126,13 @@ def markdown(comparisons: Sequence[Comparison]) -> list[str]:
             "",
             "## Unpaired runs",
             "",
-            "Finished runs left out of the paired statistics.",
+            "Finished runs left out of the paired statistics. A pair needs the same seed and "
+            "the same numerics environment (device, CPU model and instruction set, torch and "
+            "CUDA versions, torch threads, from results.json): rounding alone moves a run's AP.",
             "",
             *markdown_table(["configuration", "seed", "folder", "reason"], unpaired),
         ]
-    mixed = [
-        [f"`{c.row.label}`", pair.seed, differences(pair)]
-        for c in comparisons
-        for pair in c.pairs
-        if pair.environment_differences
-    ]
-    if mixed:
-        text += [
-            "",
-            "## Pairs run in different environments",
-            "",
-            "These pairs share their seed's initial weights and data order but not the "
-            "floating-point rounding (other kernels or thread counts), so their Δ also holds the "
-            "divergence that rounding starts in training. They stay in the statistics.",
-            "",
-            *markdown_table(["configuration", "seed", "differs (run / baseline)"], mixed),
-        ]
     return text
-
-
-def differences(pair: Pair) -> str:
-    return "; ".join(
-        f"{key}: {run} / {baseline}"
-        for key, (run, baseline) in pair.environment_differences.items()
-    )
 
 
 def csv_columns(c: Comparison) -> dict[str, Any]:
@@ -180,11 +157,6 @@ def csv_columns(c: Comparison) -> dict[str, Any]:
         "mde": c.mde,
         "eval_std": c.noise.std if c.noise else None,
         "unpaired": " ".join(f"{u.seed}:{u.job.folder}" for u in c.unpaired),
-        "mixed_environment": " ".join(
-            f"{pair.seed}:{','.join(pair.environment_differences)}"
-            for pair in c.pairs
-            if pair.environment_differences
-        ),
     }
     for name, pair in bounds.items():
         record[f"{name}_low"], record[f"{name}_high"] = pair or (None, None)

@@ -10,6 +10,8 @@ variants, all with the overrides given (default: one epoch of the default run):
 
 - before the speed work: 32-true, torch's default threads (one per core), one process;
 - today's default: ``trainer.precision: auto``, ``trainer.threads: auto``, one process;
+- the same with torch's default threads (one per core, ``trainer.threads=null``): the cores the
+  default leaves to the loader's workers, given to torch too;
 - ``trainer=ddp_cpu``, ``data.batch_size`` halved: one thread per process (``threads: auto``).
 
 Records each variant's fit seconds (validation and process start included), the images it
@@ -30,7 +32,7 @@ from pathlib import Path
 from step_timing import timed_in_turns
 
 from yolor_lightning.config import compose_config
-from yolor_lightning.environment import usable_cores
+from yolor_lightning.environment import cpu_model, usable_cores
 from yolor_lightning.results import RESULTS_FILE, read_results
 from yolor_lightning.train import build_datamodule
 
@@ -48,6 +50,7 @@ def variants_of(batch_size: int) -> dict[str, list[str]]:
             "trainer.threads=null",
         ],
         "today's default: 1 process (precision auto, threads auto)": [],
+        "precision auto, torch's threads (one per core), 1 process": ["trainer.threads=null"],
         f"trainer=ddp_cpu: 2 processes of {batch_size // 2} images, 1 thread each": [
             "trainer=ddp_cpu",
             f"data.batch_size={batch_size // 2}",
@@ -97,6 +100,7 @@ def main() -> None:
         timing["AP"] = [round(results["metrics"]["AP"], 4) for results in runs[name]]
     record = {
         "command": "python benchmarks/cpu_data_parallel.py " + " ".join(sys.argv[1:]),
+        "cpu": cpu_model(),
         "usable_cores": usable_cores(),
         "global_batch_size": batch_size,
         "overrides": overrides,

@@ -29,7 +29,7 @@ from step_timing import (
     training_batches,
 )
 
-from yolor_lightning.environment import compute_threads, usable_cores
+from yolor_lightning.environment import compute_threads, cpu_model, usable_cores
 
 RESULTS = Path(__file__).parent / "results" / "threads_workers.json"
 WARM_UP_STEPS = 2
@@ -88,6 +88,7 @@ def main() -> None:
         timing["throughput_ratio"] = round(1 / timing["time_ratio"], 2)
     record = {
         "command": "python benchmarks/threads_workers.py " + " ".join(sys.argv[1:]),
+        "cpu": cpu_model(),
         "usable_cores": usable_cores(),
         "precision": precision,
         "batch_size": cfg.data.batch_size,

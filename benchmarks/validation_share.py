@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
 from yolor_lightning.config import compose_config
+from yolor_lightning.environment import cpu_model
 from yolor_lightning.train import (
     apply_thread_settings,
     build_callbacks,
@@ -102,6 +103,7 @@ def main() -> None:
         callbacks, _ = build_callbacks(cfg.callbacks, output_dir, evaluation_threads)
         record = {
             "command": "python benchmarks/validation_share.py " + " ".join(sys.argv[1:]),
+            "cpu": cpu_model(),
             "cpu_count": os.cpu_count(),
             "precision": trainer_arguments(cfg.trainer)["precision"],
         }

@@ -3,8 +3,8 @@
 What is paired: two finished runs with the same seed in the same numerics environment
 (``NUMERICS_KEYS``), one of the configuration and one of its baseline (the configuration the
 table gives it, ``table.select_baselines``). The environment is part of the pair because the
-rounding of other kernels alone moves a run: the baseline's seeds 2 and 3 at one commit scored
-2.6 and 2.7 AP points lower on an AMD EPYC than on an Intel Xeon (experiments/README.md). A
+rounding of other kernels alone moves a run: the baseline's seeds 2-5 at one commit scored 1.3
+to 2.7 AP points lower on an AMD EPYC than on an Intel Xeon, all four (experiments/README.md). A
 seed that only one side has, or has only in another environment, or a second run of a seed on
 one side, is listed as unpaired and left out of the statistics. Per pair,
 Δ = metric(configuration) − metric(baseline).

@@ -42,7 +42,7 @@ def _annotations(
         "image_id": image_ids.tolist(),
         "area": box_areas,
         "category_id": _column(labels).flatten().tolist(),
-        "iscrowd": (_column(crowds).flatten().tolist() if crowds is not None else [0] * len(boxes)),
+        "iscrowd": _column(crowds).flatten().tolist() if crowds is not None else [0] * len(boxes),
         "bbox": boxes,
     }
     if scores is not None:

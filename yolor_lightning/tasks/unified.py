@@ -321,19 +321,22 @@ class UnifiedModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         """Evaluate the inference form of the weights in place now (the EMA's: its callback
         swaps them in first): the same outputs as the network's in eval mode, with each batch
-        norm and implicit tensor folded into its convolution (28% less forward time on the
-        default CPU run). Kept out of the module's children, so out of every checkpoint."""
+        norm and implicit tensor folded into its convolution (0.72 of the forward's time in a
+        CPU check, docs/results.md). Kept out of the module's children, so out of every
+        checkpoint."""
         object.__setattr__(self, "_evaluated_network", inference_form(self.network))
-
-    def on_validation_epoch_end(self) -> None:
-        self._evaluated_network = None
-        self.log_dict(self._compute_metrics("val"), sync_dist=False)
 
     on_test_epoch_start = on_validation_epoch_start
 
+    def on_validation_epoch_end(self) -> None:
+        self._end_evaluation("val")
+
     def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")
+
+    def _end_evaluation(self, stage: str) -> None:
         self._evaluated_network = None
-        self.log_dict(self._compute_metrics("test"), sync_dist=False)
+        self.log_dict(self._compute_metrics(stage), sync_dist=False)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         outputs = self._evaluated_network(self._network_input(batch["images"]))

@@ -83,7 +83,7 @@ def test_validation_runs_the_inference_form_with_the_outputs_of_the_network(tmp_
     assert evaluated is folded.networks[1] and evaluated is not module.network
     assert not any(isinstance(m, (nn.BatchNorm2d, Implicit)) for m in evaluated.modules())
     assert any(isinstance(m, Implicit) for m in unfolded.networks[0].modules())
-    images = module._network_input(next(iter(datamodule.val_dataloader()))["images"])
+    images = module.network_input(next(iter(datamodule.val_dataloader()))["images"])
     with torch.no_grad():
         outputs, evaluated_outputs = module.network.eval()(images), evaluated(images)
     for level, evaluated_level in zip(outputs["det"], evaluated_outputs["det"], strict=True):

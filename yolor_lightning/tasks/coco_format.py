@@ -39,20 +39,18 @@ def _annotations(
     if areas is not None:
         given = _column(areas).flatten().tolist()
         box_areas = [a if a > 0 else wh for a, wh in zip(given, box_areas, strict=True)]
-    fields = {
-        "image_id": image_ids.tolist(),
-        "area": box_areas,
-        "category_id": _column(labels).flatten().tolist(),
-        "iscrowd": _column(crowds).flatten().tolist() if crowds is not None else [0] * len(boxes),
-        "bbox": boxes,
-    }
-    if scores is not None:
-        fields["score"] = _column(scores).flatten().tolist()
-    names = tuple(fields)
-    return [
-        {"id": number, **dict(zip(names, values, strict=True))}
-        for number, values in enumerate(zip(*fields.values(), strict=True), start=1)
+    categories = _column(labels).flatten().tolist()
+    crowd_flags = _column(crowds).flatten().tolist() if crowds is not None else [0] * len(boxes)
+    rows = zip(image_ids.tolist(), box_areas, categories, crowd_flags, boxes, strict=True)
+    # dict displays with literal keys: about half the time of building each dict from a zip
+    annotations = [
+        {"id": number, "image_id": i, "area": a, "category_id": c, "iscrowd": z, "bbox": b}
+        for number, (i, a, c, z, b) in enumerate(rows, start=1)
     ]
+    if scores is not None:
+        for annotation, score in zip(annotations, _column(scores).flatten().tolist(), strict=True):
+            annotation["score"] = score
+    return annotations
 
 
 def coco_datasets(

@@ -148,9 +148,10 @@ class UnifiedModule(L.LightningModule):
 
     def forward(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
         """The network's outputs (see `UnifiedNetwork`) for uint8 or [0, 1] float images."""
-        return self.network(self._network_input(images))
+        return self.network(self.network_input(images))
 
-    def _network_input(self, images: Tensor) -> Tensor:
+    def network_input(self, images: Tensor) -> Tensor:
+        """A batch of images as the network takes it: float in [0, 1], in the trained layout."""
         if images.dtype == torch.uint8:
             images = images.float().div_(255)
         if self.hparams.channels_last:
@@ -339,7 +340,7 @@ class UnifiedModule(L.LightningModule):
         self.log_dict(self._compute_metrics(stage), sync_dist=False)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        outputs = self._evaluated_network(self._network_input(batch["images"]))
+        outputs = self._evaluated_network(self.network_input(batch["images"]))
         batch_size = len(batch["targets"])
         losses, _, embedded = self.task_losses(outputs, batch)
         self.log("val/loss", self.weighting(losses), batch_size=batch_size, sync_dist=True)

@@ -1,0 +1,227 @@
+"""Where one validation of the default run spends its time, and its two levers measured in turns.
+
+    python benchmarks/validation_parts.py CHECKPOINT [--turns 3] [overrides ...]
+
+On a trained checkpoint's weights (this project's checkpoints hold the EMA weights) and the
+default run's validation split, with the run's evaluation threads and precision:
+
+- the parts of one validation, timed batch by batch as ``validation_step`` runs them: waiting
+  for the loader, the forward of the inference form, the validation loss, decoding and NMS, the
+  evaluator's update, then ``CocoEvaluator.compute``;
+- the forward of the network in eval mode against its inference form
+  (``models.fusion.inference_form``), in turns over the same batches, with the largest output
+  difference;
+- ``CocoEvaluator.compute`` against torchmetrics' ``MeanAveragePrecision`` (faster_coco_eval
+  backend) on the same detections, in turns, with both sets of stats.
+
+Writes benchmarks/results/validation_parts.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics.detection import MeanAveragePrecision
+
+from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
+from yolor_lightning.config import compose_config
+from yolor_lightning.environment import cpu_model
+from yolor_lightning.models.fusion import inference_form
+from yolor_lightning.tasks.evaluation import COCO_STAT_NAMES, CocoEvaluator
+from yolor_lightning.tasks.unified import UnifiedModule
+from yolor_lightning.train import apply_thread_settings, build_datamodule, trainer_arguments
+
+RESULTS = Path(__file__).parent / "results" / "validation_parts.json"
+# torchmetrics' names of the 12 COCOeval stats, in COCO_STAT_NAMES' order
+KEYS = (
+    *("map", "map_50", "map_75", "map_small", "map_medium", "map_large"),
+    *("mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large"),
+)
+
+
+def autocast_for(precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """The autocast the run's validation forward runs under (``trainer.precision``)."""
+    if precision.startswith("bf16"):
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def timed_batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[float, dict]]:
+    """Each batch with the seconds spent waiting for it."""
+    batches = iter(loader)
+    while True:
+        started = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            return
+        yield time.perf_counter() - started, batch
+
+
+def validation_parts(
+    module: UnifiedModule, loader: torch.utils.data.DataLoader, autocast: Callable
+) -> tuple[dict[str, Any], list[tuple[dict, list[dict], list[dict]]]]:
+    """Seconds of each part of one validation, and per batch (batch, detections, ground truth)."""
+    seconds = dict.fromkeys(("loader", "inference form", "loss", "decode and NMS", "update"), 0.0)
+    evaluator = CocoEvaluator()
+    kept = []
+
+    def timed(part: str, action: Callable[..., Any], *arguments: Any) -> Any:
+        started = time.perf_counter()
+        result = action(*arguments)
+        seconds[part] += time.perf_counter() - started
+        return result
+
+    started = time.perf_counter()
+    form = inference_form(module.network)
+    seconds["building the inference form"] = time.perf_counter() - started
+
+    def forward(images: torch.Tensor) -> dict[str, Any]:
+        with autocast():
+            return form(module.network_input(images))
+
+    for waited, batch in timed_batches(loader):
+        seconds["loader"] += waited
+        outputs = timed("inference form", forward, batch["images"])
+        timed("loss", module.task_losses, outputs, batch)
+        detections, ground_truth = timed(
+            "decode and NMS", module.detections_and_ground_truth, outputs["det"], batch["meta"]
+        )
+        timed("update", evaluator.update, detections, ground_truth)
+        kept.append((batch, detections, ground_truth))
+    started = time.perf_counter()
+    stats = evaluator.compute()
+    seconds["COCO compute"] = time.perf_counter() - started
+    seconds["total"] = sum(seconds.values())
+    return {"seconds": {k: round(v, 2) for k, v in seconds.items()}, "AP": stats["AP"]}, kept
+
+
+def in_turns(contenders: dict[str, Callable[[], Any]], turns: int) -> dict[str, Any]:
+    """Each contender's seconds per turn, run one after another in every turn, and the median
+    of each against the first contender's."""
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(turns):
+        for name, action in contenders.items():
+            started = time.perf_counter()
+            action()
+            seconds[name].append(round(time.perf_counter() - started, 3))
+    reference = statistics.median(next(iter(seconds.values())))
+    return {
+        "seconds": seconds,
+        "median_ratio": {
+            name: round(statistics.median(values) / reference, 3)
+            for name, values in seconds.items()
+        },
+    }
+
+
+def forward_comparison(
+    module: UnifiedModule, batches: list[dict], autocast: Callable, turns: int
+) -> dict[str, Any]:
+    """The eval-mode network against its inference form over the same batches, in turns."""
+    inputs = [module.network_input(batch["images"]) for batch in batches]
+    form = inference_form(module.network)
+
+    def forward(network: torch.nn.Module) -> list[dict]:
+        with autocast():
+            return [network(images) for images in inputs]
+
+    largest = max(
+        (plain.float() - folded.float()).abs().max().item()
+        for first, second in zip(forward(module.network), forward(form), strict=True)
+        for plain, folded in zip(first["det"], second["det"], strict=True)
+    )
+    timing = in_turns(
+        {"network": lambda: forward(module.network), "inference form": lambda: forward(form)},
+        turns,
+    )
+    return {**timing, "largest_output_difference": largest}
+
+
+def coco_comparison(kept: list[tuple[dict, list[dict], list[dict]]], turns: int) -> dict[str, Any]:
+    """CocoEvaluator.compute against torchmetrics' on the same detections (and the same COCO
+    thresholds), in turns."""
+    detections = [d for _, batch_detections, _ in kept for d in batch_detections]
+    ground_truth = [g for _, _, batch_truth in kept for g in batch_truth]
+    thresholds = CocoEvaluator()
+    stats: dict[str, dict[str, float]] = {}
+
+    def torchmetrics_compute() -> None:
+        metric = MeanAveragePrecision(
+            box_format="xyxy",
+            iou_thresholds=thresholds.iou_thresholds,
+            rec_thresholds=thresholds.rec_thresholds,
+            backend="faster_coco_eval",
+        )
+        metric.warn_on_many_detections = False
+        metric.update(detections, ground_truth)
+        computed = metric.compute()
+        stats["torchmetrics"] = {
+            name: float(computed[key]) for name, key in zip(COCO_STAT_NAMES, KEYS, strict=True)
+        }
+
+    def evaluator_compute() -> None:
+        evaluator = CocoEvaluator()
+        evaluator.update(detections, ground_truth)
+        stats["CocoEvaluator"] = evaluator.compute()
+
+    timing = in_turns(
+        {"torchmetrics": torchmetrics_compute, "CocoEvaluator": evaluator_compute}, turns
+    )
+    # torchmetrics rounds COCOeval's float64 stats to float32
+    rounded = {name: torch.tensor(v).float().item() for name, v in stats["CocoEvaluator"].items()}
+    return {
+        **timing,
+        "detections_per_image": round(sum(len(d["scores"]) for d in detections) / len(detections)),
+        "AP": {name: round(values["AP"], 5) for name, values in stats.items()},
+        "all_12_stats_equal_at_float32": rounded == stats["torchmetrics"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("overrides", nargs="*")
+    arguments = parser.parse_intermixed_args()
+    cfg = compose_config(arguments.overrides)
+    evaluation_threads = apply_thread_settings(cfg)
+    if evaluation_threads is not None:
+        torch.set_num_threads(evaluation_threads)
+    precision = trainer_arguments(cfg.trainer)["precision"]
+    autocast = autocast_for(str(precision))
+    datamodule = build_datamodule(cfg)
+    module = module_from_checkpoint(load_checkpoint(arguments.checkpoint)).eval()
+    record: dict[str, Any] = {
+        "command": "python benchmarks/validation_parts.py " + " ".join(sys.argv[1:]),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "data_workers": cfg.data.num_workers,
+    }
+    with torch.inference_mode():
+        record["one validation"], kept = validation_parts(
+            module, datamodule.val_dataloader(), autocast
+        )
+        record["images"] = sum(len(batch["meta"]) for batch, _, _ in kept)
+        record["forward"] = forward_comparison(
+            module, [batch for batch, _, _ in kept], autocast, arguments.turns
+        )
+    record["COCO compute"] = coco_comparison(kept, arguments.turns)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    print(RESULTS.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -3,12 +3,13 @@
     python benchmarks/validation_share.py [--epochs N] [--run-dir DIR] [overrides ...]
 
 Fits the default run (``python -m yolor_lightning`` plus the overrides, its schedule and its
-training and evaluation threads unchanged)
-for its first ``--epochs`` epochs and times, per epoch, the training batches and the validation
-(network, loss, NMS and the COCO evaluation), and checks that every logged validation metric is
-finite. Writes benchmarks/results/validation_share.json after every epoch (a run stopped early
-keeps the epochs it measured); the run folder (checkpoints, CSV log) is kept in ``--run-dir``
-when given.
+training and evaluation threads unchanged) for its first ``--epochs`` epochs and times, per
+epoch, the training batches and the validation (network, loss, NMS and the COCO evaluation),
+and checks that every logged validation metric is finite. ``validation_share`` is the
+validation's time over the training batches' time, ``share_of_epoch`` over the whole epoch's
+(training batches and validation). Writes benchmarks/results/validation_share.json after every
+epoch (a run stopped early keeps the epochs it measured); the run folder (checkpoints, CSV log)
+is kept in ``--run-dir`` when given.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class EpochTimer(Callback):
                 "train_seconds": round(self._train_seconds, 1),
                 "validation_seconds": round(validation, 1),
                 "validation_share": round(validation / self._train_seconds, 3),
+                "share_of_epoch": round(validation / (validation + self._train_seconds), 3),
                 "non_finite_metrics": sorted(k for k, v in metrics.items() if not math.isfinite(v)),
                 "val/loss": metrics["val/loss"],
                 "val/AP": metrics["val/AP"],

@@ -322,9 +322,9 @@ class UnifiedModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         """Evaluate the inference form of the weights in place now (the EMA's: its callback
         swaps them in first): the same outputs as the network's in eval mode, with each batch
-        norm and implicit tensor folded into its convolution (0.64 of the forward's time in a
-        CPU check, docs/results.md). Kept out of the module's children, so out of every
-        checkpoint."""
+        norm and implicit tensor folded into its convolution (0.71 of the forward's time on a
+        CPU, benchmarks/validation_parts.py). Kept out of the module's children, so out of
+        every checkpoint."""
         object.__setattr__(self, "_evaluated_network", inference_form(self.network))
 
     on_test_epoch_start = on_validation_epoch_start

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torchmetrics.detection import MeanAveragePrecision
 
 from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
@@ -39,7 +40,7 @@ from yolor_lightning.environment import cpu_model
 from yolor_lightning.models.fusion import inference_form
 from yolor_lightning.tasks.evaluation import COCO_STAT_NAMES, CocoEvaluator
 from yolor_lightning.tasks.unified import UnifiedModule
-from yolor_lightning.train import apply_thread_settings, build_datamodule, trainer_arguments
+from yolor_lightning.train import build_datamodule, thread_settings, trainer_arguments
 
 RESULTS = Path(__file__).parent / "results" / "validation_parts.json"
 # torchmetrics' names of the 12 COCOeval stats, in COCO_STAT_NAMES' order
@@ -187,20 +188,12 @@ def coco_comparison(kept: list[tuple[dict, list[dict], list[dict]]], turns: int)
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--turns", type=int, default=3)
-    parser.add_argument("overrides", nargs="*")
-    arguments = parser.parse_intermixed_args()
-    cfg = compose_config(arguments.overrides)
-    evaluation_threads = apply_thread_settings(cfg)
-    if evaluation_threads is not None:
-        torch.set_num_threads(evaluation_threads)
+def measure(cfg: DictConfig, checkpoint: Path, turns: int) -> dict[str, Any]:
+    """The record of validation_parts.json, on torch's current thread count."""
     precision = trainer_arguments(cfg.trainer)["precision"]
     autocast = autocast_for(str(precision))
     datamodule = build_datamodule(cfg)
-    module = module_from_checkpoint(load_checkpoint(arguments.checkpoint)).eval()
+    module = module_from_checkpoint(load_checkpoint(checkpoint)).eval()
     record: dict[str, Any] = {
         "command": "python benchmarks/validation_parts.py " + " ".join(sys.argv[1:]),
         "cpu": cpu_model(),
@@ -215,9 +208,23 @@ def main() -> None:
         )
         record["images"] = sum(len(batch["meta"]) for batch, _, _ in kept)
         record["forward"] = forward_comparison(
-            module, [batch for batch, _, _ in kept], autocast, arguments.turns
+            module, [batch for batch, _, _ in kept], autocast, turns
         )
-    record["COCO compute"] = coco_comparison(kept, arguments.turns)
+    record["COCO compute"] = coco_comparison(kept, turns)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("overrides", nargs="*")
+    arguments = parser.parse_intermixed_args()
+    cfg = compose_config(arguments.overrides)
+    with thread_settings(cfg) as evaluation_threads:
+        if evaluation_threads is not None:
+            torch.set_num_threads(evaluation_threads)
+        record = measure(cfg, arguments.checkpoint, arguments.turns)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
     print(RESULTS.read_text())

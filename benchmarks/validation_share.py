@@ -32,11 +32,11 @@ from lightning.pytorch.loggers import CSVLogger
 from yolor_lightning.config import compose_config
 from yolor_lightning.environment import cpu_model
 from yolor_lightning.train import (
-    apply_thread_settings,
     build_callbacks,
     build_datamodule,
     build_module,
     build_trainer,
+    thread_settings,
     trainer_arguments,
 )
 
@@ -98,22 +98,22 @@ def main() -> None:
         cfg = compose_config(
             ["callbacks.progress_bar=null", f"output_dir={output_dir}", *arguments.overrides]
         )
-        evaluation_threads = apply_thread_settings(cfg)
-        L.seed_everything(cfg.seed, workers=True)
-        datamodule = build_datamodule(cfg)
-        module = build_module(cfg, datamodule)
-        callbacks, _ = build_callbacks(cfg.callbacks, output_dir, evaluation_threads)
-        record = {
-            "command": "python benchmarks/validation_share.py " + " ".join(sys.argv[1:]),
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "precision": trainer_arguments(cfg.trainer)["precision"],
-        }
-        record["training_threads"] = torch.get_num_threads()
-        record["evaluation_threads"] = evaluation_threads or torch.get_num_threads()
-        timer = EpochTimer(arguments.epochs, record)
-        trainer = build_trainer(cfg, output_dir, [CSVLogger(output_dir)], [*callbacks, timer])
-        trainer.fit(module, datamodule=datamodule)
+        with thread_settings(cfg) as evaluation_threads:
+            L.seed_everything(cfg.seed, workers=True)
+            datamodule = build_datamodule(cfg)
+            module = build_module(cfg, datamodule)
+            callbacks, _ = build_callbacks(cfg.callbacks, output_dir, evaluation_threads)
+            record = {
+                "command": "python benchmarks/validation_share.py " + " ".join(sys.argv[1:]),
+                "cpu": cpu_model(),
+                "cpu_count": os.cpu_count(),
+                "precision": trainer_arguments(cfg.trainer)["precision"],
+            }
+            record["training_threads"] = torch.get_num_threads()
+            record["evaluation_threads"] = evaluation_threads or torch.get_num_threads()
+            timer = EpochTimer(arguments.epochs, record)
+            trainer = build_trainer(cfg, output_dir, [CSVLogger(output_dir)], [*callbacks, timer])
+            trainer.fit(module, datamodule=datamodule)
     print(RESULTS.read_text())
 
 

@@ -8,9 +8,10 @@ the runs agree only statistically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def evaluation_compute_threads(trainer: Mapping[str, Any], training: int | None)
     ``OMP_NUM_THREADS``: every usable core, since the evaluation loader's workers only letterbox
     cached images while the training workers build mosaics. Otherwise ``training``, the count
     :func:`compute_threads` gave (a distributed run already splits the evaluation over its
-    processes). Call it before :func:`set_compute_threads`, which sets ``OMP_NUM_THREADS``.
+    processes). Call it before :func:`compute_threads_set`, which sets ``OMP_NUM_THREADS``.
     """
     environment_sets = os.environ.get("OMP_NUM_THREADS", "").isdigit()
     if trainer.get("threads") == "auto" and not environment_sets and node_processes(trainer) == 1:
@@ -110,11 +111,25 @@ def evaluation_compute_threads(trainer: Mapping[str, Any], training: int | None)
     return training
 
 
-def set_compute_threads(threads: int) -> None:
-    """Run torch's CPU operators on ``threads`` threads, in this process and in the processes it
-    starts (``OMP_NUM_THREADS``, which Lightning's DDP strategy then keeps)."""
+@contextlib.contextmanager
+def compute_threads_set(threads: int) -> Iterator[None]:
+    """Run torch's CPU operators on ``threads`` threads inside the block, in this process and in
+    the processes it starts (``OMP_NUM_THREADS``, which Lightning's DDP strategy then keeps).
+    The previous thread count and ``OMP_NUM_THREADS`` come back at the end, so that a later run
+    in this process (a multirun's next job, a notebook's second run) does not take this one's
+    count for the environment's choice."""
+    previous_threads = torch.get_num_threads()
+    previous_variable = os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+        if previous_variable is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous_variable
 
 
 def numerics_environment(data_workers: int, evaluation: int | None = None) -> dict[str, Any]:

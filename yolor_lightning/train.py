@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,9 @@ from yolor_lightning.config import check_values, plain, register_schemas
 from yolor_lightning.environment import (
     automatic_precision,
     compute_threads,
+    compute_threads_set,
     evaluation_compute_threads,
     numerics_environment,
-    set_compute_threads,
 )
 from yolor_lightning.loggers import (
     build_loggers,
@@ -99,7 +101,7 @@ def build_callbacks(
     settings: DictConfig, output_dir: Path, evaluation_threads: int | None = None
 ) -> tuple[list[Callback], ModelCheckpoint]:
     """The recipe's callbacks, and the one that keeps the best checkpoint; validation on
-    ``evaluation_threads`` torch threads where given (:func:`apply_thread_settings`).
+    ``evaluation_threads`` torch threads where given (:func:`thread_settings`).
 
     ``last.ckpt`` has its own checkpoint callback, saved every epoch: Lightning's ``save_last``
     only refreshes it when the monitored metric improves, which would resume a run from its best
@@ -224,15 +226,16 @@ def run_record(cfg: DictConfig, evaluation_threads: int | None = None) -> dict[s
     }
 
 
-def apply_thread_settings(cfg: DictConfig) -> int | None:
-    """Set this process's torch threads for training as ``trainer.threads`` says; return those
-    its evaluation loops take (:class:`EvaluationThreads`; ``None``: torch's default)."""
+@contextlib.contextmanager
+def thread_settings(cfg: DictConfig) -> Iterator[int | None]:
+    """This process's torch threads for training as ``trainer.threads`` says, inside the block
+    (:func:`compute_threads_set`); yields those its evaluation loops take
+    (:class:`EvaluationThreads`; ``None``: torch's default)."""
     trainer = plain(cfg.trainer)
     threads = compute_threads(trainer, cfg.data.num_workers)
     evaluation = evaluation_compute_threads(trainer, threads)
-    if threads is not None:
-        set_compute_threads(threads)
-    return evaluation
+    with compute_threads_set(threads) if threads is not None else contextlib.nullcontext():
+        yield evaluation
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -242,19 +245,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     that writes results.json with ``status: failed`` and the reason, then raises.
     """
     check_values(cfg)
-    evaluation = apply_thread_settings(cfg)
-    output_dir = Path(cfg.output_dir)
-    resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))
-    if global_rank() == 0:
-        claim_run_folder(output_dir, resuming=resume is not None)
-    try:
-        return train_and_evaluate(cfg, output_dir, resume, evaluation)
-    except Exception as error:
+    with thread_settings(cfg) as evaluation:
+        output_dir = Path(cfg.output_dir)
+        resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))
         if global_rank() == 0:
-            failure = f"{type(error).__name__}: {error}"
-            record = run_record(cfg, evaluation)
-            write_results(output_dir, {**record, "status": "failed", "failure": failure})
-        raise
+            claim_run_folder(output_dir, resuming=resume is not None)
+        try:
+            return train_and_evaluate(cfg, output_dir, resume, evaluation)
+        except Exception as error:
+            if global_rank() == 0:
+                failure = f"{type(error).__name__}: {error}"
+                record = run_record(cfg, evaluation)
+                write_results(output_dir, {**record, "status": "failed", "failure": failure})
+            raise
 
 
 def evaluated_checkpoint(

@@ -2,7 +2,7 @@
 an effect from noise).
 
     python benchmarks/seed_variance.py CANDIDATE [CANDIDATE ...] [--seeds 0 1 2 3 4 5]
-        [--parallel 2] [--out DIR] [--source CHECKOUT] [--summarise-only]
+        [--parallel 2] [--out DIR] [--source CHECKOUT] [--results FILE] [--summarise-only]
 
 A candidate is a name below or ``experiment=NAME``: the default recipe with an experiment file
 (``+experiment=NAME``), so that an ablation table's rows run with the same protocol and their
@@ -13,7 +13,9 @@ two processes side by side with one torch thread each: the fastest use of a 2-co
 then summarises each candidate: per seed the final AP / AP50 (of the checkpoint results.json
 evaluates: the best epoch's or the last), the last epoch's AP (the final EMA weights, no
 best-of-epochs pick) and the validation AP after every validated epoch; over seeds the mean and
-sample standard deviation. Results are merged into ``benchmarks/results/seed_variance.json``.
+sample standard deviation. Results are merged, candidate by candidate, into ``--results``
+(``benchmarks/results/seed_variance.json``, the recorded seed study, unless given: a study of
+other seeds or commits names its own file, so that it does not replace the recorded one).
 ``--source`` runs the training code of another checkout (e.g. a ``git worktree`` of the commit
 under study, so that edits made meanwhile do not change a study half-way).
 """
@@ -151,6 +153,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("seed_variance_runs"))
     parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument(
         "--summarise-only", action="store_true", help="summarise the finished runs, start none"
     )
@@ -166,7 +169,7 @@ def main() -> None:
             )
         )
     # read at the end: another invocation may have recorded its candidates meanwhile
-    recorded = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    recorded = json.loads(args.results.read_text()) if args.results.is_file() else {}
     for candidate in args.candidates:
         seeds = [
             outcome for (name, _), outcome in zip(jobs, outcomes, strict=True) if name == candidate
@@ -180,9 +183,9 @@ def main() -> None:
             "AP50 (evaluated checkpoint, points)": spread([s["AP50"] for s in finished]),
         }
         print(json.dumps({k: v for k, v in recorded[candidate].items() if k != "seeds"}))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(recorded, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(recorded, indent=2) + "\n")
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

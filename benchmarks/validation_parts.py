@@ -20,10 +20,8 @@ Writes benchmarks/results/validation_parts.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from step_timing import autocast, precision_of, timed, timed_in_turns
 from torchmetrics.detection import MeanAveragePrecision
 
 from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
@@ -40,7 +39,7 @@ from yolor_lightning.environment import cpu_model
 from yolor_lightning.models.fusion import inference_form
 from yolor_lightning.tasks.evaluation import COCO_STAT_NAMES, CocoEvaluator
 from yolor_lightning.tasks.unified import UnifiedModule
-from yolor_lightning.train import build_datamodule, thread_settings, trainer_arguments
+from yolor_lightning.train import build_datamodule, thread_settings
 
 RESULTS = Path(__file__).parent / "results" / "validation_parts.json"
 # torchmetrics' names of the 12 COCOeval stats, in COCO_STAT_NAMES' order
@@ -48,13 +47,6 @@ KEYS = (
     *("map", "map_50", "map_75", "map_small", "map_medium", "map_large"),
     *("mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large"),
 )
-
-
-def autocast_for(precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """The autocast the run's validation forward runs under (``trainer.precision``)."""
-    if precision.startswith("bf16"):
-        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 def timed_batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[float, dict]]:
@@ -69,14 +61,14 @@ def timed_batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[float, 
 
 
 def validation_parts(
-    module: UnifiedModule, loader: torch.utils.data.DataLoader, autocast: Callable
+    module: UnifiedModule, loader: torch.utils.data.DataLoader, precision: str
 ) -> tuple[dict[str, Any], list[tuple[dict, list[dict], list[dict]]]]:
     """Seconds of each part of one validation, and per batch (batch, detections, ground truth)."""
     seconds = dict.fromkeys(("loader", "inference form", "loss", "decode and NMS", "update"), 0.0)
     evaluator = CocoEvaluator()
     kept = []
 
-    def timed(part: str, action: Callable[..., Any], *arguments: Any) -> Any:
+    def timed_part(part: str, action: Callable[..., Any], *arguments: Any) -> Any:
         started = time.perf_counter()
         result = action(*arguments)
         seconds[part] += time.perf_counter() - started
@@ -87,17 +79,17 @@ def validation_parts(
     seconds["building the inference form"] = time.perf_counter() - started
 
     def forward(images: torch.Tensor) -> dict[str, Any]:
-        with autocast():
+        with autocast(precision):
             return form(module.network_input(images))
 
     for waited, batch in timed_batches(loader):
         seconds["loader"] += waited
-        outputs = timed("inference form", forward, batch["images"])
-        timed("loss", module.task_losses, outputs, batch)
-        detections, ground_truth = timed(
+        outputs = timed_part("inference form", forward, batch["images"])
+        timed_part("loss", module.task_losses, outputs, batch)
+        detections, ground_truth = timed_part(
             "decode and NMS", module.detections_and_ground_truth, outputs["det"], batch["meta"]
         )
-        timed("update", evaluator.update, detections, ground_truth)
+        timed_part("update", evaluator.update, detections, ground_truth)
         kept.append((batch, detections, ground_truth))
     started = time.perf_counter()
     stats = evaluator.compute()
@@ -106,34 +98,15 @@ def validation_parts(
     return {"seconds": {k: round(v, 2) for k, v in seconds.items()}, "AP": stats["AP"]}, kept
 
 
-def in_turns(contenders: dict[str, Callable[[], Any]], turns: int) -> dict[str, Any]:
-    """Each contender's seconds per turn, run one after another in every turn, and the median
-    of each against the first contender's."""
-    seconds: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(turns):
-        for name, action in contenders.items():
-            started = time.perf_counter()
-            action()
-            seconds[name].append(round(time.perf_counter() - started, 3))
-    reference = statistics.median(next(iter(seconds.values())))
-    return {
-        "seconds": seconds,
-        "median_ratio": {
-            name: round(statistics.median(values) / reference, 3)
-            for name, values in seconds.items()
-        },
-    }
-
-
 def forward_comparison(
-    module: UnifiedModule, batches: list[dict], autocast: Callable, turns: int
+    module: UnifiedModule, batches: list[dict], precision: str, turns: int
 ) -> dict[str, Any]:
     """The eval-mode network against its inference form over the same batches, in turns."""
     inputs = [module.network_input(batch["images"]) for batch in batches]
     form = inference_form(module.network)
 
     def forward(network: torch.nn.Module) -> list[dict]:
-        with autocast():
+        with autocast(precision):
             return [network(images) for images in inputs]
 
     largest = max(
@@ -141,8 +114,11 @@ def forward_comparison(
         for first, second in zip(forward(module.network), forward(form), strict=True)
         for plain, folded in zip(first["det"], second["det"], strict=True)
     )
-    timing = in_turns(
-        {"network": lambda: forward(module.network), "inference form": lambda: forward(form)},
+    timing = timed_in_turns(
+        {
+            "network": lambda: timed(lambda: forward(module.network)),
+            "inference form": lambda: timed(lambda: forward(form)),
+        },
         turns,
     )
     return {**timing, "largest_output_difference": largest}
@@ -175,8 +151,12 @@ def coco_comparison(kept: list[tuple[dict, list[dict], list[dict]]], turns: int)
         evaluator.update(detections, ground_truth)
         stats["CocoEvaluator"] = evaluator.compute()
 
-    timing = in_turns(
-        {"torchmetrics": torchmetrics_compute, "CocoEvaluator": evaluator_compute}, turns
+    timing = timed_in_turns(
+        {
+            "torchmetrics": lambda: timed(torchmetrics_compute),
+            "CocoEvaluator": lambda: timed(evaluator_compute),
+        },
+        turns,
     )
     # torchmetrics rounds COCOeval's float64 stats to float32
     rounded = {name: torch.tensor(v).float().item() for name, v in stats["CocoEvaluator"].items()}
@@ -190,8 +170,7 @@ def coco_comparison(kept: list[tuple[dict, list[dict], list[dict]]], turns: int)
 
 def measure(cfg: DictConfig, checkpoint: Path, turns: int) -> dict[str, Any]:
     """The record of validation_parts.json, on torch's current thread count."""
-    precision = trainer_arguments(cfg.trainer)["precision"]
-    autocast = autocast_for(str(precision))
+    precision = precision_of(cfg)
     datamodule = build_datamodule(cfg)
     module = module_from_checkpoint(load_checkpoint(checkpoint)).eval()
     record: dict[str, Any] = {
@@ -204,11 +183,11 @@ def measure(cfg: DictConfig, checkpoint: Path, turns: int) -> dict[str, Any]:
     }
     with torch.inference_mode():
         record["one validation"], kept = validation_parts(
-            module, datamodule.val_dataloader(), autocast
+            module, datamodule.val_dataloader(), precision
         )
         record["images"] = sum(len(batch["meta"]) for batch, _, _ in kept)
         record["forward"] = forward_comparison(
-            module, [batch for batch, _, _ in kept], autocast, turns
+            module, [batch for batch, _, _ in kept], precision, turns
         )
     record["COCO compute"] = coco_comparison(kept, turns)
     return record

@@ -2,11 +2,11 @@
 
 torchmetrics builds the same datasets one annotation at a time, with a tensor-to-Python call per
 field of every box. Here each field of all images is concatenated and turned into Python numbers
-once: ``CocoEvaluator.compute()`` on 1,000 images with about 290 detections each took 0.73 of
-torchmetrics' time (conversion and COCOeval together; benchmarks/validation_parts.py). The
-datasets are the ones torchmetrics builds (image ids in update order, annotation ids from 1,
-macro categories, the given area where positive and w x h otherwise), so COCOeval scores them
-the same, ties included.
+once: ``CocoEvaluator.compute()`` on 1,000 images with about 290 detections each took
+0.73-0.81 of torchmetrics' time (conversion and COCOeval together;
+benchmarks/validation_parts.py). The datasets are the ones torchmetrics builds (image ids in
+update order, annotation ids from 1, macro categories, the given area where positive and w x h
+otherwise), so COCOeval scores them the same, ties included.
 """
 
 from __future__ import annotations

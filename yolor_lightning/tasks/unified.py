@@ -322,7 +322,7 @@ class UnifiedModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         """Evaluate the inference form of the weights in place now (the EMA's: its callback
         swaps them in first): the same outputs as the network's in eval mode, with each batch
-        norm and implicit tensor folded into its convolution (0.71 of the forward's time on a
+        norm and implicit tensor folded into its convolution (0.71-0.75 of the forward's time on a
         CPU, benchmarks/validation_parts.py). Kept out of the module's children, so out of
         every checkpoint."""
         object.__setattr__(self, "_evaluated_network", inference_form(self.network))

@@ -12,7 +12,8 @@ default run's validation split, with the run's evaluation threads and precision:
   (``models.fusion.inference_form``), in turns over the same batches, with the largest output
   difference;
 - ``CocoEvaluator.compute`` against torchmetrics' ``MeanAveragePrecision`` (faster_coco_eval
-  backend) on the same detections, in turns, with both sets of stats.
+  backend, the same COCO thresholds) on the same detections, in turns, with both APs and
+  whether all 12 stats agree at float32 (torchmetrics rounds them to it).
 
 Writes benchmarks/results/validation_parts.json.
 """

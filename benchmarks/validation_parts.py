@@ -38,16 +38,15 @@ from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
 from yolor_lightning.config import compose_config
 from yolor_lightning.environment import cpu_model
 from yolor_lightning.models.fusion import inference_form
-from yolor_lightning.tasks.evaluation import COCO_STAT_NAMES, CocoEvaluator
+from yolor_lightning.tasks.evaluation import (
+    COCO_STAT_NAMES,
+    TORCHMETRICS_STAT_KEYS,
+    CocoEvaluator,
+)
 from yolor_lightning.tasks.unified import UnifiedModule
 from yolor_lightning.train import build_datamodule, thread_settings
 
 RESULTS = Path(__file__).parent / "results" / "validation_parts.json"
-# torchmetrics' names of the 12 COCOeval stats, in COCO_STAT_NAMES' order
-KEYS = (
-    *("map", "map_50", "map_75", "map_small", "map_medium", "map_large"),
-    *("mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large"),
-)
 
 
 def timed_batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[float, dict]]:
@@ -144,7 +143,8 @@ def coco_comparison(kept: list[tuple[dict, list[dict], list[dict]]], turns: int)
         metric.update(detections, ground_truth)
         computed = metric.compute()
         stats["torchmetrics"] = {
-            name: float(computed[key]) for name, key in zip(COCO_STAT_NAMES, KEYS, strict=True)
+            name: float(computed[key])
+            for name, key in zip(COCO_STAT_NAMES, TORCHMETRICS_STAT_KEYS, strict=True)
         }
 
     def evaluator_compute() -> None:

@@ -29,6 +29,13 @@ COCO_STAT_NAMES = (
 )
 """The 12 stats of COCOeval.summarize(), in its order."""
 
+TORCHMETRICS_STAT_KEYS = (
+    *("map", "map_50", "map_75", "map_small", "map_medium", "map_large"),
+    *("mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large"),
+)
+"""The keys torchmetrics' ``MeanAveragePrecision.compute()`` gives the same 12 stats, in
+``COCO_STAT_NAMES``' order."""
+
 # faster_coco_eval logs its summary table at INFO on every compute(); the stats are logged by
 # the LightningModule already, so keep the backend quiet unless something is wrong.
 logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import lightning as L
@@ -58,11 +59,13 @@ def test_bad_thread_count_names_the_key_and_the_allowed_values(bad: object):
         compute_threads({"threads": bad}, data_workers=2)
 
 
-def test_run_options_threads_and_compile_are_not_passed_to_lightning_trainer():
+def test_run_options_are_not_passed_to_lightning_trainer_and_the_rest_are_its_arguments():
     cfg = compose_config([])
-    assert set(RUN_OPTIONS) == {"threads", "compile"}
+    assert set(RUN_OPTIONS) == {"threads", "compile", "keep_freed_memory"}
     assert set(RUN_OPTIONS) <= set(plain(cfg.trainer))
-    assert not set(RUN_OPTIONS) & set(trainer_arguments(cfg.trainer))
+    arguments = set(trainer_arguments(cfg.trainer))
+    assert not set(RUN_OPTIONS) & arguments
+    assert arguments <= set(inspect.signature(L.Trainer).parameters)
 
 
 @pytest.mark.usefixtures("eight_cores")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def test_results_json_records_choices_metrics_and_cost(resumed_run):
     assert results["model"]["params_folded"] == results["model"]["params"]
     assert results["model"]["gflops_folded"] == results["model"]["gflops"]
     assert results["data"]["skipped"] == {"train": {}, "val": {}}
+    glibc = platform.libc_ver()[0] == "glibc"  # trainer.keep_freed_memory is on by default
+    assert results["environment"]["malloc_keeps_freed_memory"] is glibc
 
 
 @pytest.mark.slow

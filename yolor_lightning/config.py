@@ -386,6 +386,20 @@ def check_values(cfg: DictConfig) -> None:
     _check_dfl_head(cfg)
     _check_norm(cfg)
     _check_validation_runs(cfg)
+    _check_switches(cfg)
+
+
+SWITCHES = ("trainer.compile", "trainer.keep_freed_memory")
+"""Keys that turn a part of the run on or off: ``true`` or ``false``, nothing else."""
+
+
+def _check_switches(cfg: DictConfig) -> None:
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            raise ConfigValueError(
+                f"config key {key}={value!r} is invalid: allowed values are true or false"
+            )
 
 
 def _check_finite(node: object, key: str) -> None:

@@ -42,6 +42,7 @@ from yolor_lightning.environment import (
     evaluation_compute_threads,
     numerics_environment,
 )
+from yolor_lightning.heap import freed_memory_kept, keep_freed_memory
 from yolor_lightning.loggers import (
     build_loggers,
     finish_wandb,
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 PROGRESS_BARS = {"rich": RichProgressBar, "tqdm": TQDMProgressBar}
 EVALUATED_WEIGHTS = ("best", "last")
 """What ``callbacks.checkpoint.evaluate`` may choose (see :func:`evaluated_checkpoint`)."""
-RUN_OPTIONS = ("threads", "compile")
+RUN_OPTIONS = ("threads", "compile", "keep_freed_memory")
 """Keys of ``cfg.trainer`` that the run applies itself, not Lightning's Trainer."""
 CHECKPOINTS = "checkpoints"
 MEDIA = "media"
@@ -221,7 +222,10 @@ def run_record(cfg: DictConfig, evaluation_threads: int | None = None) -> dict[s
             "seed": cfg.seed,
             **implicit_choices(plain(cfg.model.implicit)),
         },
-        "environment": numerics_environment(cfg.data.num_workers, evaluation_threads),
+        "environment": {
+            **numerics_environment(cfg.data.num_workers, evaluation_threads),
+            "malloc_keeps_freed_memory": freed_memory_kept(),
+        },
         "config": plain(cfg),
     }
 
@@ -245,6 +249,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     that writes results.json with ``status: failed`` and the reason, then raises.
     """
     check_values(cfg)
+    if cfg.trainer.keep_freed_memory:
+        keep_freed_memory()
     with thread_settings(cfg) as evaluation:
         output_dir = Path(cfg.output_dir)
         resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))

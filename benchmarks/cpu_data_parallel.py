@@ -8,8 +8,11 @@ second core can instead run a second DDP process (gloo) with half the batch: the
 batch, steps, learning rate and schedule, BatchNorm statistics over half as many images. The
 variants, all with the overrides given (default: one epoch of the default run):
 
-- before the speed work: 32-true, torch's default threads (one per core), one process;
-- today's default: ``trainer.precision: auto``, ``trainer.threads: auto``, one process;
+- before the speed work: 32-true, torch's default threads (one per core), glibc's malloc
+  thresholds as they come (``trainer.keep_freed_memory=false``), one process;
+- today's default: ``trainer.precision: auto``, ``trainer.threads: auto``,
+  ``trainer.keep_freed_memory: true``, one process;
+- the same with ``trainer.keep_freed_memory=false``;
 - the same with torch's default threads (one per core, ``trainer.threads=null``): the cores the
   default leaves to the loader's workers, given to torch too;
 - ``trainer=ddp_cpu``, ``data.batch_size`` halved: one thread per process (``threads: auto``).
@@ -48,8 +51,10 @@ def variants_of(batch_size: int) -> dict[str, list[str]]:
         "before the speed work: 32-true, torch's threads, 1 process": [
             "trainer.precision=32-true",
             "trainer.threads=null",
+            "trainer.keep_freed_memory=false",
         ],
-        "today's default: 1 process (precision auto, threads auto)": [],
+        "today's default: 1 process (precision auto, threads auto, keep_freed_memory)": [],
+        "the same with trainer.keep_freed_memory=false": ["trainer.keep_freed_memory=false"],
         "precision auto, torch's threads (one per core), 1 process": ["trainer.threads=null"],
         f"trainer=ddp_cpu: 2 processes of {batch_size // 2} images, 1 thread each": [
             "trainer=ddp_cpu",

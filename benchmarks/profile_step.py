@@ -2,12 +2,13 @@
 
     python benchmarks/profile_step.py [--steps 4] [--trace PATH] [overrides ...]
 
-Profiles real training steps of the default run (one shapes batch, the run's precision and
-threads): the network's forward, the target assignment, the loss, the backward pass, the
-optimiser and the EMA update (``RampedEMA``'s update over every weight and buffer), each a
-labelled region. Per region: its time and the part of it spent outside any aten operator
-(Python and dispatch overhead), with the operators it launched; and the top operators by self
-time. Writes benchmarks/results/profile_step.json, and a Chrome trace with ``--trace``.
+Profiles real training steps of the default run (one shapes batch, the run's precision, threads
+and heap setting ``trainer.keep_freed_memory``): the network's forward, the target assignment,
+the loss, the backward pass, the optimiser and the EMA update (``RampedEMA``'s update over every
+weight and buffer), each a labelled region. Per region: its time and the part of it spent
+outside any aten operator (Python and dispatch overhead), with the operators it launched; and
+the top operators by self time. Writes benchmarks/results/profile_step.json, and a Chrome trace
+with ``--trace``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import warnings
 from collections import defaultdict
@@ -29,7 +31,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from yolor_lightning.callbacks.ema import ramped_ema_update
 from yolor_lightning.config import plain
-from yolor_lightning.environment import compute_threads, usable_cores
+from yolor_lightning.environment import compute_threads, cpu_model, usable_cores
+from yolor_lightning.heap import freed_memory_kept, keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results" / "profile_step.json"
 REGIONS = ("forward", "target assignment", "loss", "backward", "optimizer", "ema")
@@ -106,6 +109,8 @@ def main() -> None:
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
     cfg, module, optimizer = default_module(arguments.overrides)
+    if cfg.trainer.keep_freed_memory:  # as the run does (yolor_lightning/train.py)
+        keep_freed_memory()
     threads = compute_threads(plain(cfg.trainer), cfg.data.num_workers) or usable_cores()
     torch.set_num_threads(threads)
     precision = precision_of(cfg)
@@ -129,19 +134,26 @@ def main() -> None:
 
     for _ in range(2):  # warm-up: allocator, first-call initialisation
         step()
+    load_before = os.getloadavg()[0]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(arguments.steps):
             step()
     record = {
         "command": "python benchmarks/profile_step.py " + " ".join(sys.argv[1:]),
+        "cpu": cpu_model(),
+        "load_average_1min": {
+            "before": round(load_before, 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
         "usable_cores": usable_cores(),
         "threads": threads,
         "precision": precision,
         "batch_size": cfg.data.batch_size,
         "image_size": cfg.data.image_size,
         "profiled_steps": arguments.steps,
-        "note": "machine shared with other jobs (load average ~9 on 2 cores): read the shares "
-        "of the step, not the absolute times",
+        "malloc_keeps_freed_memory": freed_memory_kept(),
+        "note": "the profiler adds its own overhead, and on a loaded machine the absolute times "
+        "grow: read the shares of the step",
         **summary(prof, arguments.steps),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -16,25 +16,34 @@ pytestmark = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="keep_freed_memory changes glibc's malloc only"
 )
 
-# Three 16 MiB tensors at once, as a step's activations, written and freed: after five rounds
-# (the heap settles, as in a run's first steps) the page faults of the next ten rounds, against
-# the pages a round writes.
+# Three 16 MiB blocks at once, as a step's activations, allocated with the C library's malloc
+# (torch's own small allocations would land between them at places that depend on the process's
+# layout), written and freed: after five rounds (the heap settles, as in a run's first steps) the
+# page faults of the next ten rounds, against the pages a round writes.
 STEP_LIKE_ROUNDS = """
-import resource, sys, torch
+import ctypes, ctypes.util, resource, sys
 from yolor_lightning.heap import keep_freed_memory
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
-size = 4 * 2**20  # float32 elements: 16 MiB
-def round_of_tensors():
-    tensors = [torch.empty(size).fill_(1.0) for _ in range(3)]
-    del tensors
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+size = 16 * 2**20
+def round_of_blocks():
+    blocks = [libc.malloc(size) for _ in range(3)]
+    for block in blocks:
+        libc.memset(block, 1, size)
+    for block in blocks:
+        libc.free(block)
 for _ in range(5):
-    round_of_tensors()
+    round_of_blocks()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
-    round_of_tensors()
+    round_of_blocks()
 faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
-print(faults / (3 * size * 4 / resource.getpagesize()))
+print(faults / (3 * size / resource.getpagesize()))
 """
 
 

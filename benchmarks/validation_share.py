@@ -2,14 +2,14 @@
 
     python benchmarks/validation_share.py [--epochs N] [--run-dir DIR] [overrides ...]
 
-Fits the default run (``python -m yolor_lightning`` plus the overrides, its schedule and its
-training and evaluation threads unchanged) for its first ``--epochs`` epochs and times, per
-epoch, the training batches and the validation (network, loss, NMS and the COCO evaluation),
-and checks that every logged validation metric is finite. ``validation_share`` is the
-validation's time over the training batches' time, ``share_of_epoch`` over the whole epoch's
-(training batches and validation). Writes benchmarks/results/validation_share.json after every
-epoch (a run stopped early keeps the epochs it measured); the run folder (checkpoints, CSV log)
-is kept in ``--run-dir`` when given.
+Fits the default run (``python -m yolor_lightning`` plus the overrides, its schedule, its
+training and evaluation threads and its heap setting unchanged) for its first ``--epochs``
+epochs and times, per epoch, the training batches and the validation (network, loss, NMS and the
+COCO evaluation), and checks that every logged validation metric is finite. ``validation_share``
+is the validation's time over the training batches' time, ``share_of_epoch`` over the whole
+epoch's (training batches and validation). Writes benchmarks/results/validation_share.json after
+every epoch (a run stopped early keeps the epochs it measured); the run folder (checkpoints, CSV
+log) is kept in ``--run-dir`` when given.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from yolor_lightning.config import compose_config
 from yolor_lightning.environment import cpu_model
+from yolor_lightning.heap import keep_freed_memory
 from yolor_lightning.train import (
     build_callbacks,
     build_datamodule,
@@ -98,6 +99,8 @@ def main() -> None:
         cfg = compose_config(
             ["callbacks.progress_bar=null", f"output_dir={output_dir}", *arguments.overrides]
         )
+        if cfg.trainer.keep_freed_memory:  # as the run does (yolor_lightning/train.py)
+            keep_freed_memory()
         with thread_settings(cfg) as evaluation_threads:
             L.seed_everything(cfg.seed, workers=True)
             datamodule = build_datamodule(cfg)

@@ -3,7 +3,7 @@
     python benchmarks/validation_parts.py CHECKPOINT [--turns 3] [overrides ...]
 
 On a trained checkpoint's weights (this project's checkpoints hold the EMA weights) and the
-default run's validation split, with the run's evaluation threads and precision:
+default run's validation split, with the run's evaluation threads, precision and heap setting:
 
 - the parts of one validation, timed batch by batch as ``validation_step`` runs them: waiting
   for the loader, the forward of the inference form, the validation loss, decoding and NMS, the
@@ -37,6 +37,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
 from yolor_lightning.config import compose_config
 from yolor_lightning.environment import cpu_model
+from yolor_lightning.heap import freed_memory_kept, keep_freed_memory
 from yolor_lightning.models.fusion import inference_form
 from yolor_lightning.tasks.evaluation import (
     COCO_STAT_NAMES,
@@ -181,6 +182,7 @@ def measure(cfg: DictConfig, checkpoint: Path, turns: int) -> dict[str, Any]:
         "precision": precision,
         "threads": torch.get_num_threads(),
         "data_workers": cfg.data.num_workers,
+        "malloc_keeps_freed_memory": freed_memory_kept(),
     }
     with torch.inference_mode():
         record["one validation"], kept = validation_parts(
@@ -201,6 +203,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     arguments = parser.parse_intermixed_args()
     cfg = compose_config(arguments.overrides)
+    if cfg.trainer.keep_freed_memory:  # as the run does (yolor_lightning/train.py)
+        keep_freed_memory()
     with thread_settings(cfg) as evaluation_threads:
         if evaluation_threads is not None:
             torch.set_num_threads(evaluation_threads)

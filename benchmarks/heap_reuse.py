@@ -31,25 +31,28 @@ from step_timing import (
     training_batches,
 )
 
-from yolor_lightning.environment import compute_threads, compute_threads_set, cpu_model
-from yolor_lightning.heap import keep_freed_memory
+from yolor_lightning.environment import cpu_model
+from yolor_lightning.heap import freed_memory_kept
+from yolor_lightning.train import process_settings
 
 RESULTS = Path(__file__).parent / "results" / "heap_reuse.json"
 WARM_UP_STEPS = 2
 VARIANTS = {
-    "glibc's malloc thresholds as they come": "off",
-    "trainer.keep_freed_memory=true (the default)": "on",
+    "glibc's malloc thresholds as they come": "false",
+    "trainer.keep_freed_memory=true (the default)": "true",
 }
+"""Each variant's value of ``trainer.keep_freed_memory``."""
 
 
-def measure_steps(overrides: list[str], steps: int, heap: str) -> dict[str, float]:
-    """In this process: seconds and page faults of ``steps`` training steps."""
-    if heap == "on" and not keep_freed_memory():
-        raise RuntimeError("the C library is not glibc: keep_freed_memory changes nothing here")
+def measure_steps(overrides: list[str], steps: int) -> dict[str, float]:
+    """In this process, with the run's process settings: seconds and page faults of ``steps``
+    training steps."""
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
     cfg, module, optimizer = default_module(overrides)
     precision = precision_of(cfg)
-    with compute_threads_set(compute_threads(cfg.trainer, cfg.data.num_workers) or 1):
+    with process_settings(cfg):
+        if cfg.trainer.keep_freed_memory and not freed_memory_kept():
+            raise RuntimeError("the C library is not glibc: keep_freed_memory changes nothing")
         batches = training_batches(cfg, cfg.data.num_workers)
         for _ in range(WARM_UP_STEPS):
             train_step(module, optimizer, next(batches), precision)
@@ -73,7 +76,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     arguments = parser.parse_args()
     if arguments.child:
-        result = measure_steps(arguments.overrides, arguments.steps, arguments.child)
+        setting = f"trainer.keep_freed_memory={arguments.child}"
+        result = measure_steps([*arguments.overrides, setting], arguments.steps)
         print(json.dumps(result))
         return
 

@@ -30,9 +30,9 @@ from torch.optim.swa_utils import AveragedModel
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from yolor_lightning.callbacks.ema import ramped_ema_update
-from yolor_lightning.config import plain
-from yolor_lightning.environment import compute_threads, cpu_model, usable_cores
-from yolor_lightning.heap import freed_memory_kept, keep_freed_memory
+from yolor_lightning.environment import cpu_model, usable_cores
+from yolor_lightning.heap import freed_memory_kept
+from yolor_lightning.train import process_settings
 
 RESULTS = Path(__file__).parent / "results" / "profile_step.json"
 REGIONS = ("forward", "target assignment", "loss", "backward", "optimizer", "ema")
@@ -109,53 +109,51 @@ def main() -> None:
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
     cfg, module, optimizer = default_module(arguments.overrides)
-    if cfg.trainer.keep_freed_memory:  # as the run does (yolor_lightning/train.py)
-        keep_freed_memory()
-    threads = compute_threads(plain(cfg.trainer), cfg.data.num_workers) or usable_cores()
-    torch.set_num_threads(threads)
-    precision = precision_of(cfg)
-    batch = next(training_batches(cfg, num_workers=0))
-    ema_settings = cfg.callbacks.ema
-    ema = AveragedModel(
-        module,
-        use_buffers=True,
-        multi_avg_fn=ramped_ema_update(ema_settings.decay, ema_settings.ramp_steps),
-    )
-    labelled(module.network, "forward", "forward")
-    labelled(module.loss_fn, "assign", "target assignment")
-    labelled(module.loss_fn, "forward", "loss")
-    labelled(torch.Tensor, "backward", "backward")
-    labelled(optimizer, "step", "optimizer")
-    labelled(ema, "update_parameters", "ema")
+    with process_settings(cfg):  # the run's threads and heap setting
+        threads = torch.get_num_threads()
+        precision = precision_of(cfg)
+        batch = next(training_batches(cfg, num_workers=0))
+        ema_settings = cfg.callbacks.ema
+        ema = AveragedModel(
+            module,
+            use_buffers=True,
+            multi_avg_fn=ramped_ema_update(ema_settings.decay, ema_settings.ramp_steps),
+        )
+        labelled(module.network, "forward", "forward")
+        labelled(module.loss_fn, "assign", "target assignment")
+        labelled(module.loss_fn, "forward", "loss")
+        labelled(torch.Tensor, "backward", "backward")
+        labelled(optimizer, "step", "optimizer")
+        labelled(ema, "update_parameters", "ema")
 
-    def step() -> None:
-        train_step(module, optimizer, batch, precision)
-        ema.update_parameters(module)
+        def step() -> None:
+            train_step(module, optimizer, batch, precision)
+            ema.update_parameters(module)
 
-    for _ in range(2):  # warm-up: allocator, first-call initialisation
-        step()
-    load_before = os.getloadavg()[0]
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(arguments.steps):
+        for _ in range(2):  # warm-up: allocator, first-call initialisation
             step()
-    record = {
-        "command": "python benchmarks/profile_step.py " + " ".join(sys.argv[1:]),
-        "cpu": cpu_model(),
-        "load_average_1min": {
-            "before": round(load_before, 2),
-            "after": round(os.getloadavg()[0], 2),
-        },
-        "usable_cores": usable_cores(),
-        "threads": threads,
-        "precision": precision,
-        "batch_size": cfg.data.batch_size,
-        "image_size": cfg.data.image_size,
-        "profiled_steps": arguments.steps,
-        "malloc_keeps_freed_memory": freed_memory_kept(),
-        "note": "the profiler adds its own overhead, and on a loaded machine the absolute times "
-        "grow: read the shares of the step",
-        **summary(prof, arguments.steps),
-    }
+        load_before = os.getloadavg()[0]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(arguments.steps):
+                step()
+        record = {
+            "command": "python benchmarks/profile_step.py " + " ".join(sys.argv[1:]),
+            "cpu": cpu_model(),
+            "load_average_1min": {
+                "before": round(load_before, 2),
+                "after": round(os.getloadavg()[0], 2),
+            },
+            "usable_cores": usable_cores(),
+            "threads": threads,
+            "precision": precision,
+            "batch_size": cfg.data.batch_size,
+            "image_size": cfg.data.image_size,
+            "profiled_steps": arguments.steps,
+            "malloc_keeps_freed_memory": freed_memory_kept(),
+            "note": "the profiler adds its own overhead, and on a loaded machine the absolute "
+            "times grow: read the shares of the step",
+            **summary(prof, arguments.steps),
+        }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

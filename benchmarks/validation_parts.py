@@ -37,7 +37,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
 from yolor_lightning.config import compose_config
 from yolor_lightning.environment import cpu_model
-from yolor_lightning.heap import freed_memory_kept, keep_freed_memory
+from yolor_lightning.heap import freed_memory_kept
 from yolor_lightning.models.fusion import inference_form
 from yolor_lightning.tasks.evaluation import (
     COCO_STAT_NAMES,
@@ -45,7 +45,7 @@ from yolor_lightning.tasks.evaluation import (
     CocoEvaluator,
 )
 from yolor_lightning.tasks.unified import UnifiedModule
-from yolor_lightning.train import build_datamodule, thread_settings
+from yolor_lightning.train import build_datamodule, process_settings
 
 RESULTS = Path(__file__).parent / "results" / "validation_parts.json"
 
@@ -203,9 +203,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     arguments = parser.parse_intermixed_args()
     cfg = compose_config(arguments.overrides)
-    if cfg.trainer.keep_freed_memory:  # as the run does (yolor_lightning/train.py)
-        keep_freed_memory()
-    with thread_settings(cfg) as evaluation_threads:
+    with process_settings(cfg) as evaluation_threads:
         if evaluation_threads is not None:
             torch.set_num_threads(evaluation_threads)
         record = measure(cfg, arguments.checkpoint, arguments.turns)

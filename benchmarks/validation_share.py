@@ -31,13 +31,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from yolor_lightning.config import compose_config
 from yolor_lightning.environment import cpu_model
-from yolor_lightning.heap import keep_freed_memory
 from yolor_lightning.train import (
     build_callbacks,
     build_datamodule,
     build_module,
     build_trainer,
-    thread_settings,
+    process_settings,
     trainer_arguments,
 )
 
@@ -99,9 +98,7 @@ def main() -> None:
         cfg = compose_config(
             ["callbacks.progress_bar=null", f"output_dir={output_dir}", *arguments.overrides]
         )
-        if cfg.trainer.keep_freed_memory:  # as the run does (yolor_lightning/train.py)
-            keep_freed_memory()
-        with thread_settings(cfg) as evaluation_threads:
+        with process_settings(cfg) as evaluation_threads:
             L.seed_everything(cfg.seed, workers=True)
             datamodule = build_datamodule(cfg)
             module = build_module(cfg, datamodule)

@@ -14,7 +14,7 @@ from yolor_lightning import environment
 from yolor_lightning.callbacks import EvaluationThreads
 from yolor_lightning.config import compose_config, plain
 from yolor_lightning.environment import compute_threads, evaluation_compute_threads
-from yolor_lightning.train import RUN_OPTIONS, thread_settings, trainer_arguments
+from yolor_lightning.train import RUN_OPTIONS, process_settings, trainer_arguments
 
 
 @pytest.fixture
@@ -90,11 +90,11 @@ def test_a_second_run_in_one_process_sizes_its_threads_afresh():
     """A multirun's jobs run one after another in one process: the first job's exported
     OMP_NUM_THREADS must not pass for the environment's choice in the next."""
     before = torch.get_num_threads()
-    with thread_settings(compose_config(["data.num_workers=0"])) as evaluation:
+    with process_settings(compose_config(["data.num_workers=0"])) as evaluation:
         assert (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"], evaluation) == (8, "8", 8)
     assert "OMP_NUM_THREADS" not in os.environ
     assert torch.get_num_threads() == before
-    with thread_settings(compose_config(["data.num_workers=2"])) as evaluation:
+    with process_settings(compose_config(["data.num_workers=2"])) as evaluation:
         assert (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"], evaluation) == (6, "6", 8)
 
 

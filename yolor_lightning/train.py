@@ -102,7 +102,7 @@ def build_callbacks(
     settings: DictConfig, output_dir: Path, evaluation_threads: int | None = None
 ) -> tuple[list[Callback], ModelCheckpoint]:
     """The recipe's callbacks, and the one that keeps the best checkpoint; validation on
-    ``evaluation_threads`` torch threads where given (:func:`thread_settings`).
+    ``evaluation_threads`` torch threads where given (:func:`process_settings`).
 
     ``last.ckpt`` has its own checkpoint callback, saved every epoch: Lightning's ``save_last``
     only refreshes it when the monitored metric improves, which would resume a run from its best
@@ -231,10 +231,14 @@ def run_record(cfg: DictConfig, evaluation_threads: int | None = None) -> dict[s
 
 
 @contextlib.contextmanager
-def thread_settings(cfg: DictConfig) -> Iterator[int | None]:
-    """This process's torch threads for training as ``trainer.threads`` says, inside the block
-    (:func:`compute_threads_set`); yields those its evaluation loops take
+def process_settings(cfg: DictConfig) -> Iterator[int | None]:
+    """The process-wide settings a run takes from ``cfg.trainer``: torch's threads for training
+    as ``threads`` says, inside the block (:func:`compute_threads_set`), and glibc's heap reuse
+    where ``keep_freed_memory`` is on (:func:`keep_freed_memory`: for the rest of the process,
+    since it cannot be undone). Yields the threads the evaluation loops take
     (:class:`EvaluationThreads`; ``None``: torch's default)."""
+    if cfg.trainer.keep_freed_memory:
+        keep_freed_memory()
     trainer = plain(cfg.trainer)
     threads = compute_threads(trainer, cfg.data.num_workers)
     evaluation = evaluation_compute_threads(trainer, threads)
@@ -249,9 +253,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     that writes results.json with ``status: failed`` and the reason, then raises.
     """
     check_values(cfg)
-    if cfg.trainer.keep_freed_memory:
-        keep_freed_memory()
-    with thread_settings(cfg) as evaluation:
+    with process_settings(cfg) as evaluation:
         output_dir = Path(cfg.output_dir)
         resume = resume_from(cfg.ckpt_path, last_checkpoint(output_dir))
         if global_rank() == 0:

@@ -15,18 +15,16 @@ runs on the same split share; ``ground_truth_digest`` tells whether they do.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import hotcoco
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
 from yolor_lightning.atomic import atomic_path
+from yolor_lightning.tasks.coco_format import coco_datasets
 
 PER_IMAGE_FILE = "per_image_eval.npz"
 MAX_DETECTIONS = 100
@@ -94,86 +92,44 @@ def ground_truth_digest(ground_truth: list[dict[str, Tensor]]) -> str:
     return digest.hexdigest()
 
 
-def box_list(boxes: Tensor) -> list[list[float]]:
-    return boxes.detach().cpu().double().reshape(-1, 4).tolist()
-
-
-def coco_datasets(
-    detections: list[dict[str, Tensor]], ground_truth: list[dict[str, Tensor]]
-) -> tuple[COCO, COCO, list[int]]:
-    """Ground truth and detections (COCO xywh boxes) as pycocotools datasets, images numbered
-    by position."""
-    labels = sorted(
-        {int(label) for image in [*detections, *ground_truth] for label in image["labels"]}
-    )
-    images = [{"id": index} for index in range(len(ground_truth))]
-    categories = [{"id": label} for label in labels]
-    truth, found = [], []
-    for index, (detection, truth_of_image) in enumerate(zip(detections, ground_truth, strict=True)):
-        gts = zip(
-            box_list(truth_of_image["boxes"]),
-            truth_of_image["labels"].tolist(),
-            truth_of_image["area"].tolist(),
-            truth_of_image["iscrowd"].tolist(),
-            strict=True,
-        )
-        for box, label, area, crowd in gts:
-            truth.append(
-                {"id": len(truth) + 1, "image_id": index, "category_id": int(label)}
-                | {"bbox": box, "area": float(area), "iscrowd": int(crowd)}
-            )
-        dts = zip(
-            box_list(detection["boxes"]),
-            detection["labels"].tolist(),
-            detection["scores"].tolist(),
-            strict=True,
-        )
-        for box, label, score in dts:
-            found.append(
-                {"id": len(found) + 1, "image_id": index, "category_id": int(label)}
-                | {"bbox": box, "area": box[2] * box[3], "score": float(score), "iscrowd": 0}
-            )
-    datasets = []
-    for boxes in (truth, found):
-        dataset = COCO()
-        dataset.dataset = {"images": images, "categories": categories, "annotations": boxes}
-        with contextlib.redirect_stdout(io.StringIO()):
-            dataset.createIndex()
-        datasets.append(dataset)
-    return datasets[0], datasets[1], labels
-
-
 def match_images(
     detections: list[dict[str, Tensor]], ground_truth: list[dict[str, Tensor]]
 ) -> PerImageResults:
-    """COCOeval's per-image matching (pycocotools ``evaluateImg``) of detections
-    ``{boxes, scores, labels}`` against ground truth ``{boxes, labels, area, iscrowd}``, boxes
-    in COCO's xywh as the evaluator keeps them."""
-    truth, found, labels = coco_datasets(detections, ground_truth)
-    evaluation = COCOeval(truth, found, "bbox")
-    evaluation.params.iouThrs = IOU_THRESHOLDS
-    evaluation.params.recThrs = RECALL_THRESHOLDS
-    evaluation.params.maxDets = [MAX_DETECTIONS]
-    evaluation.params.areaRng = [list(ALL_AREAS)]
-    evaluation.params.areaRngLbl = ["all"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluation.evaluate()
+    """COCOeval's per-image matching (``evaluateImg``, run by hotcoco: pycocotools' matches) of
+    detections ``{boxes, scores, labels}`` against ground truth ``{boxes, labels, area,
+    iscrowd}``, boxes in COCO's xywh as the evaluator keeps them."""
+    found, truth = coco_datasets(
+        [image["boxes"] for image in detections],
+        [image["scores"] for image in detections],
+        [image["labels"] for image in detections],
+        [image["boxes"] for image in ground_truth],
+        [image["labels"] for image in ground_truth],
+        [image["area"] for image in ground_truth],
+        [image["iscrowd"] for image in ground_truth],
+    )
+    labels = sorted(truth.cats)
+    evaluation = hotcoco.COCOeval(truth, found, "bbox")
+    evaluation.params.iou_thrs = IOU_THRESHOLDS.tolist()
+    evaluation.params.rec_thrs = RECALL_THRESHOLDS.tolist()
+    evaluation.params.max_dets = [MAX_DETECTIONS]
+    evaluation.params.area_rng = [list(ALL_AREAS)]
+    evaluation.params.area_rng_lbl = ["all"]
+    evaluation.evaluate()
 
     num_gt = np.zeros((len(ground_truth), len(labels)), dtype=np.int64)
     image, category, score, matched, ignored = [], [], [], [], []
-    # evalImgs is ordered category-major, then image; COCO concatenates images in id order.
-    for entry in evaluation.evalImgs:
-        if entry is None:
-            continue
+    thresholds = len(IOU_THRESHOLDS)
+    # eval_imgs is ordered category-major, then image, as pycocotools' evalImgs, without the
+    # empty (image, category) pairs; COCO concatenates images in id order.
+    for entry in evaluation.eval_imgs:
         k = labels.index(entry["category_id"])
-        num_gt[entry["image_id"], k] = int(np.count_nonzero(entry["gtIgnore"] == 0))
+        num_gt[entry["image_id"], k] = entry["gtIgnore"].count(False)
         count = len(entry["dtScores"])
         image.append(np.full(count, entry["image_id"], dtype=np.int32))
         category.append(np.full(count, k, dtype=np.int32))
         score.append(np.asarray(entry["dtScores"], dtype=np.float64))
-        matched.append(entry["dtMatches"].reshape(len(IOU_THRESHOLDS), count) > 0)
-        ignored.append(entry["dtIgnore"].reshape(len(IOU_THRESHOLDS), count).astype(bool))
-    thresholds = len(IOU_THRESHOLDS)
+        matched.append(np.asarray(entry["dtMatches"]).reshape(thresholds, count) > 0)
+        ignored.append(np.asarray(entry["dtIgnore"], dtype=bool).reshape(thresholds, count))
     return PerImageResults(
         category_ids=np.asarray(labels, dtype=np.int64),
         num_gt=num_gt,

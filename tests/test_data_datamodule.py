@@ -138,10 +138,53 @@ def test_shapes_identities_recur_across_images_in_both_splits(tmp_path):
 
 
 def test_loaders_with_workers_are_persistent(shapes_root):
-    dm = instantiate(_config("shapes", root=str(shapes_root), shapes=TINY, batch_size=6))
-    loader = dm.val_dataloader()
-    assert loader.num_workers == 2 and loader.persistent_workers
-    assert len(next(iter(loader))["images"]) == 6
+    dm = instantiate(
+        _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=6, val_cache_mb=0)
+    )
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert loader.num_workers == 2 and loader.persistent_workers
+        assert len(next(iter(loader))["images"]) == 6
+
+
+def _identical(a, b) -> bool:
+    """Equal nested batches: tensors element for element, everything else by ``==``."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict) and a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_validation_split_is_replayed_after_its_first_complete_pass(shapes_root):
+    """Within ``data.val_cache_mb`` the split is loaded once (its workers then exit) and every
+    later pass yields the very same batches; a pass stopped early keeps nothing."""
+    dm = instantiate(_config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4))
+    replayed = dm.val_dataloader()
+    assert replayed is dm.val_dataloader()  # one cache for fit's validations and a final pass
+    assert replayed.loader.num_workers == 2 and not replayed.loader.persistent_workers
+    assert len(replayed) == 2  # 6 images in batches of 4
+    stopped = next(iter(replayed))
+    first = list(replayed)
+    assert first[0] is not stopped  # loaded again: the stopped pass was not kept
+    second = list(replayed)
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    plain = instantiate(
+        _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4, val_cache_mb=0)
+    )
+    assert _identical(first, list(plain.val_dataloader()))
+
+
+def test_validation_split_over_the_memory_budget_is_loaded_every_time(shapes_root):
+    # TINY's 6 validation images at 256 px take 6 x 3 x 256 x 256 bytes = 1.125 MiB
+    over = _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4, val_cache_mb=1)
+    loader = instantiate(over).val_dataloader()
+    assert isinstance(loader, torch.utils.data.DataLoader) and loader.persistent_workers
+    within = _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4, val_cache_mb=1.2)
+    assert not isinstance(instantiate(within).val_dataloader(), torch.utils.data.DataLoader)
 
 
 def test_coco_root_override_works_and_letterboxes_to_the_training_size(coco_root):

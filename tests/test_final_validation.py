@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from cli_runs import STEPS_PER_EPOCH, TINY
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
@@ -27,10 +28,18 @@ NUM_VAL = 16  # cli_runs.TINY's validation split
 
 
 class ValidationPasses(Callback):
-    """The ``val/`` metrics of every validation pass after the sanity check, in order."""
+    """The ``val/`` metrics of every validation pass after the sanity check, in order, and the
+    images tensor of each pass's first batch."""
 
     def __init__(self) -> None:
         self.metrics: list[dict[str, float]] = []
+        self.first_images: list[torch.Tensor] = []
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, batch_idx: int
+    ) -> None:
+        if batch_idx == 0 and not trainer.sanity_checking:
+            self.first_images.append(batch["images"])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -67,7 +76,8 @@ def test_best_checkpoint_of_the_last_step_reuses_the_last_validation(tmp_path: P
 @pytest.mark.slow
 def test_weights_moved_after_the_best_checkpoint_are_validated_once_more(tmp_path: Path) -> None:
     """Stopped one step into the second epoch: the best checkpoint (step 4, the only validation)
-    is no longer the module's weights, so it is validated again, with the same metrics."""
+    is no longer the module's weights, so it is validated again, with the same metrics, on the
+    first validation's batches replayed from memory (``data.val_cache_mb``)."""
     steps = STEPS_PER_EPOCH[1] + 1
     final, passes, best, _ = fit_and_evaluate(
         tmp_path, "trainer.max_epochs=2", f"+trainer.max_steps={steps}"
@@ -75,6 +85,7 @@ def test_weights_moved_after_the_best_checkpoint_are_validated_once_more(tmp_pat
     assert load_checkpoint(best)["global_step"] == STEPS_PER_EPOCH[1]
     assert len(passes.metrics) == 2  # epoch 0's validation, then the final pass
     assert final == passes.metrics[1] == passes.metrics[0]
+    assert passes.first_images[1] is passes.first_images[0]
 
 
 @pytest.mark.slow

@@ -132,6 +132,7 @@ class DataSchema:
     image_size: int = 256
     batch_size: int = 32
     num_workers: int = 2
+    val_cache_mb: float = 1024
     skip_bad: bool = False
     identity_key: str | None = "track_id"
     sampler: Sampler = Sampler.shuffle  # type: ignore[valid-type,attr-defined]
@@ -327,6 +328,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "model.drop_path": (_below_one, "in [0, 1) (or null: the size's rate)"),
     "seed": (lambda v: v == int(v) and 0 <= v <= 2**32 - 1, "an integer in [0, 2**32 - 1]"),
     "data.num_workers": (_non_negative, ">= 0"),
+    "data.val_cache_mb": (_non_negative, ">= 0 (MiB; 0: load the validation split every time)"),
     "data.pk.identities": (_positive_integer, "an integer > 0 (P identities per batch)"),
     "data.pk.instances": (_positive_integer, "an integer > 0 (K images per identity)"),
     "data.augment.mosaic": (_fraction, "in [0, 1] (a probability)"),

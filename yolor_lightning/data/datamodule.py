@@ -41,6 +41,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from yolor_lightning.data.coco import CocoDetection, UnreadableImageError
+from yolor_lightning.data.replay import ReplayedBatches, image_bytes
 from yolor_lightning.data.sampling import PKBatch, SampleKey, SeededSampler, make_train_sampler
 from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, default_cache_root, ensure_shapes
 from yolor_lightning.data.skipping import SkipCount, SkippedSample
@@ -207,6 +208,7 @@ class DetectionDataModule(LightningDataModule):
         identity_key: str = "track_id",
         sampler: str = "shuffle",
         pk: Mapping[str, int] | None = None,
+        val_cache_mb: float = 1024,
         seed: int = 0,
     ):
         super().__init__()
@@ -224,6 +226,7 @@ class DetectionDataModule(LightningDataModule):
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.val_cache_mb = val_cache_mb
         self.skip_bad = skip_bad
         self.augment = Augment(**(augment or {}))
         self.pk = PKBatch(**(pk or {}))
@@ -233,6 +236,7 @@ class DetectionDataModule(LightningDataModule):
         self.category_ids: list[int] | None = None
         self.skip_count = SkipCount()
         self._splits: dict[str, CocoDetection] = {}
+        self._replayed_val: ReplayedBatches | None = None
 
     def _check_pk(self) -> None:
         """A P x K batch is one whole group of the identity-balanced order, over emb identities."""
@@ -308,13 +312,25 @@ class DetectionDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.augment)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+    def val_dataloader(self) -> DataLoader | ReplayedBatches:
+        """The validation split, replayed from memory after its first complete pass where its
+        images fit ``data.val_cache_mb`` (``data/replay.py``); its workers then exit."""
+        if self._replayed_val is not None:
+            return self._replayed_val
+        if "val" not in self._splits:
+            self.setup("validate")
+        size = image_bytes(len(self._splits["val"]), self.image_size)
+        if size > self.val_cache_mb * 2**20:
+            return self._loader("val")
+        self._replayed_val = ReplayedBatches(self._loader("val", persistent=False))
+        return self._replayed_val
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def _loader(self, split: str, augment: Augment | None = None) -> DataLoader:
+    def _loader(
+        self, split: str, augment: Augment | None = None, persistent: bool = True
+    ) -> DataLoader:
         if split not in self._splits:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         dataset = DetectionDataset(self._splits[split], self.image_size, augment)
@@ -327,7 +343,7 @@ class DetectionDataModule(LightningDataModule):
             # every draw comes from the sample's key)
             generator=torch_generator(self.seed, "loader", split),
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=functools.partial(
                 packed_in_workers,

@@ -69,23 +69,31 @@ def test_images_without_candidates_give_empty_detections() -> None:
         assert result["labels"].shape == (0,)
 
 
-def test_matches_torchvision_nms_run_class_by_class() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matches_torchvision_nms_run_class_by_class(threads: int) -> None:
+    """Each image of a batch, suppressed on one thread or side by side on two."""
     generator = torch.Generator().manual_seed(0)
-    num_boxes, num_classes, iou_threshold = 400, 3, 0.5
-    centres = torch.rand(1, num_boxes, 2, generator=generator) * 200
-    sizes = 10 + torch.rand(1, num_boxes, 2, generator=generator) * 60
-    probabilities = torch.rand(1, num_boxes, 1 + num_classes, generator=generator)
+    num_images, num_boxes, num_classes, iou_threshold = 5, 400, 3, 0.5
+    centres = torch.rand(num_images, num_boxes, 2, generator=generator) * 200
+    sizes = 10 + torch.rand(num_images, num_boxes, 2, generator=generator) * 60
+    probabilities = torch.rand(num_images, num_boxes, 1 + num_classes, generator=generator)
     batch = torch.cat([centres, sizes, probabilities], dim=2)
 
-    (result,) = non_max_suppression(
-        batch, conf_threshold=0.1, iou_threshold=iou_threshold, max_detections=10_000
+    results = non_max_suppression(
+        batch,
+        conf_threshold=0.1,
+        iou_threshold=iou_threshold,
+        max_detections=10_000,
+        threads=threads,
     )
 
-    boxes = box_convert(batch[0, :, :4], in_fmt="cxcywh", out_fmt="xyxy")
-    scores = batch[0, :, 5:] * batch[0, :, 4:5]
-    for label in range(num_classes):
-        candidates = (scores[:, label] > 0.1).nonzero().squeeze(1)
-        kept = candidates[nms(boxes[candidates], scores[candidates, label], iou_threshold)]
-        mine = result["labels"] == label
-        assert torch.equal(result["boxes"][mine], boxes[kept])
-        assert torch.equal(result["scores"][mine], scores[kept, label])
+    assert len(results) == num_images
+    for image, result in zip(batch, results, strict=True):
+        boxes = box_convert(image[:, :4], in_fmt="cxcywh", out_fmt="xyxy")
+        scores = image[:, 5:] * image[:, 4:5]
+        for label in range(num_classes):
+            candidates = (scores[:, label] > 0.1).nonzero().squeeze(1)
+            kept = candidates[nms(boxes[candidates], scores[candidates, label], iou_threshold)]
+            mine = result["labels"] == label
+            assert torch.equal(result["boxes"][mine], boxes[kept])
+            assert torch.equal(result["scores"][mine], scores[kept, label])

@@ -356,7 +356,8 @@ class UnifiedModule(L.LightningModule):
     def detections_and_ground_truth(
         self, raw: list[Tensor], meta: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
-        """NMS detections mapped back to original image pixels, paired with the ground truth."""
+        """NMS detections mapped back to original image pixels, paired with the ground truth.
+        The images are suppressed on the process's torch threads (those of evaluation)."""
         settings = self.hparams.evaluation
         detections = non_max_suppression(
             self.network.heads["det"].decode([level.float() for level in raw]),
@@ -364,6 +365,7 @@ class UnifiedModule(L.LightningModule):
             iou_threshold=settings["iou_threshold"],
             max_detections=settings["max_detections"],
             max_candidates=settings["max_candidates"],
+            threads=torch.get_num_threads(),
         )
         for detection, image in zip(detections, meta, strict=True):
             detection["boxes"] = letterbox_to_original(

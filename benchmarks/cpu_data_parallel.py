@@ -1,7 +1,7 @@
 """Training throughput of the default run in one process against two data-parallel processes on
 the CPU, each variant a whole `python -m yolor_lightning` run timed in turns.
 
-    python benchmarks/cpu_data_parallel.py [--rounds 2] [overrides ...]
+    python benchmarks/cpu_data_parallel.py [--rounds 2] [--variants KEY ...] [overrides ...]
 
 On 2 cores the default network's bfloat16 step gains little from a second torch thread, so the
 second core can instead run a second DDP process (gloo) with half the batch: the same global
@@ -43,31 +43,50 @@ RESULTS = Path(__file__).parent / "results" / "cpu_data_parallel.json"
 DEFAULT_BUDGET = ["trainer.max_epochs=1"]
 
 
-def variants_of(batch_size: int) -> dict[str, list[str]]:
-    """Each variant's overrides, for a default run of global batch ``batch_size``."""
+def variants_of(batch_size: int) -> dict[str, tuple[str, list[str]]]:
+    """Each variant's name in the record and overrides, by its ``--variants`` key, for a default
+    run of global batch ``batch_size``."""
     if batch_size % 2:
         raise ValueError(f"data.batch_size={batch_size} cannot be split over 2 processes")
     return {
-        "before the speed work: 32-true, torch's threads, 1 process": [
-            "trainer.precision=32-true",
-            "trainer.threads=null",
-            "trainer.keep_freed_memory=false",
-        ],
-        "today's default: 1 process (precision auto, threads auto, keep_freed_memory)": [],
-        "the same with trainer.keep_freed_memory=false": ["trainer.keep_freed_memory=false"],
-        "precision auto, torch's threads (one per core), 1 process": ["trainer.threads=null"],
-        f"trainer=ddp_cpu: 2 processes of {batch_size // 2} images, 1 thread each": [
-            "trainer=ddp_cpu",
-            f"data.batch_size={batch_size // 2}",
-        ],
+        "before": (
+            "before the speed work: 32-true, torch's threads, 1 process",
+            [
+                "trainer.precision=32-true",
+                "trainer.threads=null",
+                "trainer.keep_freed_memory=false",
+            ],
+        ),
+        "default": (
+            "today's default: 1 process (precision auto, threads auto, keep_freed_memory)",
+            [],
+        ),
+        "heap_off": (
+            "the same with trainer.keep_freed_memory=false",
+            ["trainer.keep_freed_memory=false"],
+        ),
+        "torch_threads": (
+            "precision auto, torch's threads (one per core), 1 process",
+            ["trainer.threads=null"],
+        ),
+        "ddp_cpu": (
+            f"trainer=ddp_cpu: 2 processes of {batch_size // 2} images, 1 thread each",
+            ["trainer=ddp_cpu", f"data.batch_size={batch_size // 2}"],
+        ),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(variants_of(2)),
+        help="the variants to run, by key (default: all)",
+    )
     parser.add_argument("overrides", nargs="*")
-    arguments = parser.parse_args()
+    arguments = parser.parse_intermixed_args()
     overrides = arguments.overrides or DEFAULT_BUDGET
     cfg = compose_config(overrides)
     build_datamodule(cfg).prepare_data()  # the dataset is generated once, outside the timings
@@ -84,9 +103,11 @@ def main() -> None:
             runs.setdefault(name, []).append(results)
             return results["fit_seconds"]
 
+        chosen = arguments.variants or list(variants_of(batch_size))
         variants = {
             name: (lambda n=name, v=variant: run(n, v))
-            for name, variant in variants_of(batch_size).items()
+            for key, (name, variant) in variants_of(batch_size).items()
+            if key in chosen
         }
         turns = timed_in_turns(variants, arguments.rounds)
 

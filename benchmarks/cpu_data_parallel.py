@@ -1,7 +1,8 @@
 """Training throughput of the default run in one process against two data-parallel processes on
 the CPU, each variant a whole `python -m yolor_lightning` run timed in turns.
 
-    python benchmarks/cpu_data_parallel.py [--rounds 2] [--variants KEY ...] [overrides ...]
+    python benchmarks/cpu_data_parallel.py [--rounds 2] [--variants KEY ...] [--output FILE]
+        [overrides ...]
 
 On 2 cores the default network's bfloat16 step gains little from a second torch thread, so the
 second core can instead run a second DDP process (gloo) with half the batch: the same global
@@ -20,7 +21,8 @@ variants, all with the overrides given (default: one epoch of the default run):
 Records each variant's fit seconds (validation and process start included), the images it
 trained per second and its throughput relative to the first, and the final AP of each run (one
 seed: a smoke check, not the paired-seed AP comparison). Writes
-benchmarks/results/cpu_data_parallel.json.
+benchmarks/results/cpu_data_parallel.json unless ``--output`` names another file (to keep another
+machine's record beside it).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def main() -> None:
         choices=list(variants_of(2)),
         help="the variants to run, by key (default: all)",
     )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON record to write")
     parser.add_argument("overrides", nargs="*")
     arguments = parser.parse_intermixed_args()
     overrides = arguments.overrides or DEFAULT_BUDGET
@@ -132,8 +135,8 @@ def main() -> None:
         "overrides": overrides,
         **turns,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    arguments.output.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
 

@@ -8,7 +8,8 @@ default run's validation split, with the run's evaluation threads, precision and
 - the parts of one validation, timed batch by batch as ``validation_step`` runs them: waiting
   for the loader, the forward of the inference form, the validation loss, decoding and NMS, the
   evaluator's update, then ``CocoEvaluator.compute``; where the split's batches are replayed
-  from memory (``data.val_cache_mb``), the first validation, which loads them, and a later one;
+  from memory (``data.val_cache_mb``), the first validation, started as soon as the split is
+  handed out so that it waits for the background loading, and a later one;
 - the forward of the network in eval mode against its inference form
   (``models.fusion.inference_form``), in turns over the same batches, with the largest output
   difference;

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 
 from yolor_lightning.config import compose_config
 from yolor_lightning.data.datamodule import CocoDataModule, ShapesDataModule
+from yolor_lightning.data.replay import ReplayedBatches
 from yolor_lightning.data.shapes import CATEGORIES, ShapesConfig, ensure_shapes
 
 CONF = Path(__file__).parents[1] / "conf" / "data"
@@ -159,23 +161,49 @@ def _identical(a, b) -> bool:
     return a == b
 
 
-def test_validation_split_is_replayed_after_its_first_complete_pass(shapes_root):
-    """Within ``data.val_cache_mb`` the split is loaded once (its workers then exit) and every
-    later pass yields the very same batches; a pass stopped early keeps nothing."""
+def test_validation_split_is_loaded_in_the_background_and_replayed(shapes_root):
+    """Within ``data.val_cache_mb`` the split is loaded once, from the moment it is handed out
+    and without a pass asking for it (its workers then exit); every pass, a stopped one
+    included, yields the very same batches, equal to a plain loader's."""
     dm = instantiate(_config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4))
     replayed = dm.val_dataloader()
     assert replayed is dm.val_dataloader()  # one cache for fit's validations and a final pass
     assert replayed.loader.num_workers == 2 and not replayed.loader.persistent_workers
     assert len(replayed) == 2  # 6 images in batches of 4
+    deadline = time.monotonic() + 60
+    while not replayed.complete and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert replayed.complete
     stopped = next(iter(replayed))
     first = list(replayed)
-    assert first[0] is not stopped  # loaded again: the stopped pass was not kept
+    assert first[0] is stopped
     second = list(replayed)
     assert all(a is b for a, b in zip(first, second, strict=True))
     plain = instantiate(
         _config("shapes", root=str(shapes_root), shapes=TINY, batch_size=4, val_cache_mb=0)
     )
     assert _identical(first, list(plain.val_dataloader()))
+
+
+def test_an_error_in_the_background_loading_is_raised_by_the_pass():
+    """A dataset that fails at its second item: the pass yields the first batch, then raises the
+    loader's own error; so does every later pass."""
+
+    class FailingAtSecond(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, index: int) -> torch.Tensor:
+            if index == 1:
+                raise ValueError("image 1 is unreadable")
+            return torch.tensor([index])
+
+    replayed = ReplayedBatches(torch.utils.data.DataLoader(FailingAtSecond(), batch_size=1))
+    batches = iter(replayed)
+    assert torch.equal(next(batches), torch.tensor([[0]]))
+    for passes in (batches, iter(replayed)):
+        with pytest.raises(ValueError, match="image 1 is unreadable"):
+            list(passes)
 
 
 def test_validation_split_over_the_memory_budget_is_loaded_every_time(shapes_root):

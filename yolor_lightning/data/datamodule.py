@@ -313,8 +313,9 @@ class DetectionDataModule(LightningDataModule):
         return self._loader("train", self.augment)
 
     def val_dataloader(self) -> DataLoader | ReplayedBatches:
-        """The validation split, replayed from memory after its first complete pass where its
-        images fit ``data.val_cache_mb`` (``data/replay.py``); its workers then exit."""
+        """The validation split, loaded once in the background from this call on and replayed
+        from memory where its images fit ``data.val_cache_mb`` (``data/replay.py``); its
+        workers exit once it is loaded."""
         if self._replayed_val is not None:
             return self._replayed_val
         if "val" not in self._splits:

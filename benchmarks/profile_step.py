@@ -1,14 +1,14 @@
 """Where the default run's training step spends its time: a torch.profiler summary.
 
-    python benchmarks/profile_step.py [--steps 4] [--trace PATH] [overrides ...]
+    python benchmarks/profile_step.py [--steps 4] [--trace PATH] [--output FILE] [overrides ...]
 
 Profiles real training steps of the default run (one shapes batch, the run's precision, threads
 and heap setting ``trainer.keep_freed_memory``): the network's forward, the target assignment,
 the loss, the backward pass, the optimiser and the EMA update (``RampedEMA``'s update over every
 weight and buffer), each a labelled region. Per region: its time and the part of it spent
 outside any aten operator (Python and dispatch overhead), with the operators it launched; and
-the top operators by self time. Writes benchmarks/results/profile_step.json, and a Chrome trace
-with ``--trace``.
+the top operators by self time. Writes benchmarks/results/profile_step.json (or ``--output``, to
+keep another machine's record beside it), and a Chrome trace with ``--trace``.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--trace", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON record to write")
     parser.add_argument("overrides", nargs="*")
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
@@ -154,8 +155,8 @@ def main() -> None:
             "times grow: read the shares of the step",
             **summary(prof, arguments.steps),
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    arguments.output.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     if arguments.trace:
         prof.export_chrome_trace(str(arguments.trace))

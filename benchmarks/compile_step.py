@@ -5,21 +5,19 @@
 Times the first steps of the compiled network (training graph: forward, loss, backward; then
 the evaluation graph of validation), then the default run's training step eager and compiled in
 turns on one real batch, in the run's precision and threads. Writes
-benchmarks/results/compile_step.json with the steps the compiled run needs to repay its compile
-time, next to the default run's steps.
+benchmarks/results/compile_step.json (or ``--output``) with the steps the compiled run needs to
+repay its compile time, next to the default run's steps.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
+from records import add_output_option, invocation, write_record
 from step_timing import (
     autocast,
     default_module,
@@ -33,8 +31,6 @@ from step_timing import (
 from yolor_lightning.config import plain
 from yolor_lightning.environment import compute_threads, usable_cores
 
-RESULTS = Path(__file__).parent / "results" / "compile_step.json"
-
 
 def run_steps(cfg: Any) -> int:
     """The optimiser steps of the configured run on the shapes dataset."""
@@ -46,6 +42,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("overrides", nargs="*")
+    add_output_option(parser, "compile_step.json")
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
     cfg, eager, eager_optimizer = default_module(arguments.overrides)
@@ -81,7 +78,7 @@ def main() -> None:
     saved_per_step = eager_seconds - timings["compiled"]["median_seconds"]
     compile_seconds = first_steps + first_validation - eager_step
     record = {
-        "command": "python benchmarks/compile_step.py " + " ".join(sys.argv[1:]),
+        "command": invocation(),
         "usable_cores": usable_cores(),
         "threads": threads,
         "precision": precision,
@@ -98,9 +95,7 @@ def main() -> None:
         ),
         "default_run_steps": run_steps(cfg),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_record(arguments.output, record)
 
 
 if __name__ == "__main__":

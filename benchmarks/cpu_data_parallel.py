@@ -28,12 +28,12 @@ machine's record beside it).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from records import add_output_option, invocation, write_record
 from step_timing import timed_in_turns
 
 from yolor_lightning.config import compose_config
@@ -41,7 +41,6 @@ from yolor_lightning.environment import cpu_model, usable_cores
 from yolor_lightning.results import RESULTS_FILE, read_results
 from yolor_lightning.train import build_datamodule
 
-RESULTS = Path(__file__).parent / "results" / "cpu_data_parallel.json"
 DEFAULT_BUDGET = ["trainer.max_epochs=1"]
 
 
@@ -87,8 +86,8 @@ def main() -> None:
         choices=list(variants_of(2)),
         help="the variants to run, by key (default: all)",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON record to write")
     parser.add_argument("overrides", nargs="*")
+    add_output_option(parser, "cpu_data_parallel.json")
     arguments = parser.parse_intermixed_args()
     overrides = arguments.overrides or DEFAULT_BUDGET
     cfg = compose_config(overrides)
@@ -128,16 +127,14 @@ def main() -> None:
         timing["torch_threads"] = runs[name][0]["environment"]["torch_threads"]
         timing["AP"] = [round(results["metrics"]["AP"], 4) for results in runs[name]]
     record = {
-        "command": "python benchmarks/cpu_data_parallel.py " + " ".join(sys.argv[1:]),
+        "command": invocation(),
         "cpu": cpu_model(),
         "usable_cores": usable_cores(),
         "global_batch_size": batch_size,
         "overrides": overrides,
         **turns,
     }
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_record(arguments.output, record)
 
 
 if __name__ == "__main__":

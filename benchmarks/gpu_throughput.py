@@ -9,8 +9,9 @@ target assignment, backward, foreach SGD) on random images with 7 random boxes e
 mean), timed after warm-up steps. MFU is the achieved FLOP/s (3x the forward FLOPs per
 image, for forward and backward, times images/s) over the device's dense bfloat16 (or, for
 32-true, TF32) tensor peak, looked up by device name or given with ``--peak-tflops``. Writes
-benchmarks/results/gpu_throughput.json. Without a CUDA GPU it says so and exits; ``--device
-cpu`` runs the same code on the CPU as a smoke test (printed, not written, no MFU).
+benchmarks/results/gpu_throughput.json (or ``--output``). Without a CUDA GPU it says so and
+exits; ``--device cpu`` runs the same code on the CPU as a smoke test (printed, not written, no
+MFU).
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ import json
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
+from records import add_output_option, invocation, write_record
 from step_timing import default_module, train_step
 
 from yolor_lightning.analysis.complexity import count_gflops
 
-RESULTS = Path(__file__).parent / "results" / "gpu_throughput.json"
 MODEL = [
     "data=coco",
     "data.root=unused",
@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("overrides", nargs="*")
+    add_output_option(parser, "gpu_throughput.json")
     arguments = parser.parse_args()
     if arguments.device == "cuda" and not torch.cuda.is_available():
         sys.exit(
@@ -134,7 +135,7 @@ def main() -> None:
     )
     achieved_tflops = 3 * forward_gflops * images_per_s / 1e3
     record = {
-        "command": "python benchmarks/gpu_throughput.py " + " ".join(sys.argv[1:]),
+        "command": invocation(),
         "device": device_name,
         "torch": torch.__version__,
         "model": f"{cfg.model.name} {cfg.model.size}",
@@ -155,10 +156,10 @@ def main() -> None:
             else None
         ),
     }
-    print(json.dumps(record, indent=2))
     if device.type == "cuda":
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+        write_record(arguments.output, record)
+    else:
+        print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ it builds the default module and its training loader (the run's workers and thre
 warm-up steps, then times ``--steps`` steps and counts the page faults of the main process over
 them (``getrusage``: minor faults, the kernel handing out fresh zeroed pages). Records per
 variant the seconds, images/s, page faults per step, and the time ratio against the
-thresholds as they come. Writes benchmarks/results/heap_reuse.json.
+thresholds as they come. Writes benchmarks/results/heap_reuse.json (or ``--output``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import resource
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
+from records import add_output_option, invocation, write_record
 from step_timing import (
     default_module,
     precision_of,
@@ -35,7 +35,6 @@ from yolor_lightning.environment import cpu_model
 from yolor_lightning.heap import freed_memory_kept
 from yolor_lightning.train import process_settings
 
-RESULTS = Path(__file__).parent / "results" / "heap_reuse.json"
 WARM_UP_STEPS = 2
 VARIANTS = {
     "glibc's malloc thresholds as they come": "false",
@@ -74,6 +73,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--child", choices=sorted(set(VARIANTS.values())), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")
+    add_output_option(parser, "heap_reuse.json")
     arguments = parser.parse_args()
     if arguments.child:
         setting = f"trainer.keep_freed_memory={arguments.child}"
@@ -99,7 +99,7 @@ def main() -> None:
         timing["throughput_ratio"] = round(1 / timing["time_ratio"], 3)
         timing["page_faults_per_step"] = [round(f) for f in faults[name]]
     record = {
-        "command": "python benchmarks/heap_reuse.py " + " ".join(sys.argv[1:]),
+        "command": invocation(),
         "cpu": cpu_model(),
         "precision": precision_of(cfg),
         "batch_size": cfg.data.batch_size,
@@ -109,9 +109,7 @@ def main() -> None:
         "note": "each measurement a fresh process (a malloc setting lasts for the process), the "
         "variants in turns; on a loaded machine compare the ratios, not the absolute times",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_record(arguments.output, record)
 
 
 if __name__ == "__main__":

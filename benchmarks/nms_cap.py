@@ -8,20 +8,18 @@ The network runs once per checkpoint (its EMA weights and its own hyper-paramete
 then postprocesses the same outputs: decode, score threshold, NMS (``tasks/postprocess.py``) and
 the mapping to original pixels, timed, then the COCO evaluation of the detections. The
 validation split is the default run's (shapes, 300 images) unless ``--overrides`` say otherwise.
-Writes benchmarks/results/nms_cap.json.
+Writes benchmarks/results/nms_cap.json (or ``--output``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from records import add_output_option, invocation, write_record
 from torch import Tensor
 
 from yolor_lightning.checkpoints import load_checkpoint
@@ -30,7 +28,6 @@ from yolor_lightning.tasks.evaluation import CocoEvaluator
 from yolor_lightning.tasks.unified import UnifiedModule
 from yolor_lightning.train import build_datamodule
 
-RESULTS = Path(__file__).parent / "results" / "nms_cap.json"
 CAPS = (30000, 10000, 3000, 1000)
 
 
@@ -69,12 +66,13 @@ def main() -> None:
     parser.add_argument("checkpoints", nargs="+", help="NAME=PATH of each checkpoint to measure")
     parser.add_argument("--caps", nargs="+", type=int, default=list(CAPS))
     parser.add_argument("--overrides", nargs="*", default=["data.num_workers=0"])
+    add_output_option(parser, "nms_cap.json")
     arguments = parser.parse_args()
     datamodule = build_datamodule(compose_config(arguments.overrides))
     datamodule.prepare_data()
     datamodule.setup("validate")
     record: dict[str, Any] = {
-        "command": "python benchmarks/nms_cap.py " + " ".join(sys.argv[1:]),
+        "command": invocation(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "checkpoints": {},
@@ -90,9 +88,7 @@ def main() -> None:
             "images": sum(len(meta) for _, meta in outputs),
             "caps": [measure_cap(module, outputs, cap) for cap in arguments.caps],
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_record(arguments.output, record)
 
 
 if __name__ == "__main__":

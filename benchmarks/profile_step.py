@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
-import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from records import add_output_option, invocation, write_record
 from step_timing import default_module, precision_of, train_step, training_batches
 from torch.optim.swa_utils import AveragedModel
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -34,7 +33,6 @@ from yolor_lightning.environment import cpu_model, usable_cores
 from yolor_lightning.heap import freed_memory_kept
 from yolor_lightning.train import process_settings
 
-RESULTS = Path(__file__).parent / "results" / "profile_step.json"
 REGIONS = ("forward", "target assignment", "loss", "backward", "optimizer", "ema")
 TOP_OPERATORS = 15
 
@@ -105,8 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--trace", type=Path, default=None)
-    parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON record to write")
     parser.add_argument("overrides", nargs="*")
+    add_output_option(parser, "profile_step.json")
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
     cfg, module, optimizer = default_module(arguments.overrides)
@@ -138,7 +136,7 @@ def main() -> None:
             for _ in range(arguments.steps):
                 step()
         record = {
-            "command": "python benchmarks/profile_step.py " + " ".join(sys.argv[1:]),
+            "command": invocation(),
             "cpu": cpu_model(),
             "load_average_1min": {
                 "before": round(load_before, 2),
@@ -155,9 +153,7 @@ def main() -> None:
             "times grow: read the shares of the step",
             **summary(prof, arguments.steps),
         }
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_record(arguments.output, record)
     if arguments.trace:
         prof.export_chrome_trace(str(arguments.trace))
 

@@ -8,7 +8,7 @@ with 4, 8 and 16 columns (RevCol-T, S and a 16-column variant), drop path 0.2. F
 reversible and ordinary: the bytes autograd saves for the backward pass
 (`analysis.memory.saved_activation_bytes`), the time of a forward + backward pass of the summed
 outputs and, on CUDA, the peak memory allocated during that step. Writes
-benchmarks/results/revcol_memory.json.
+benchmarks/results/revcol_memory.json (or ``--output``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import torch
+from records import add_output_option, invocation, write_record
 
 from yolor_lightning.analysis.memory import saved_activation_bytes
 from yolor_lightning.models.revcol import REVCOL_SIZES, RevColBackbone, RevColSize
-
-RESULTS = Path(__file__).parent / "results" / "revcol_memory.json"
 
 
 def backbone(columns: int, reversible: bool, device: torch.device) -> RevColBackbone:
@@ -66,6 +64,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_output_option(parser, "revcol_memory.json")
     args = parser.parse_args()
     device = torch.device(args.device)
     generator = torch.Generator().manual_seed(0)
@@ -79,7 +78,6 @@ def main() -> None:
             row |= measure(columns, reversible, images, args.steps)
             rows.append(row)
             print(json.dumps(row))
-    RESULTS.parent.mkdir(exist_ok=True)
     environment = {
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -87,15 +85,13 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
     }
     result = {
-        "command": "python benchmarks/revcol_memory.py "
-        + f"--image-size {args.image_size} --batch-size {args.batch_size} --steps {args.steps}",
+        "command": invocation(),
         "channels": list(REVCOL_SIZES["t"].channels),
         "layers": list(REVCOL_SIZES["t"].layers),
         "environment": environment,
         "rows": rows,
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(RESULTS)
+    write_record(args.output, result)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 an effect from noise).
 
     python benchmarks/seed_variance.py CANDIDATE [CANDIDATE ...] [--seeds 0 1 2 3 4 5]
-        [--parallel 2] [--out DIR] [--source CHECKOUT] [--results FILE] [--summarise-only]
+        [--parallel 2] [--out DIR] [--source CHECKOUT] [--output FILE] [--summarise-only]
 
 A candidate is a name below or ``experiment=NAME``: the default recipe with an experiment file
 (``+experiment=NAME``), so that an ablation table's rows run with the same protocol and their
@@ -13,7 +13,7 @@ two processes side by side with one torch thread each: the fastest use of a 2-co
 then summarises each candidate: per seed the final AP / AP50 (of the checkpoint results.json
 evaluates: the best epoch's or the last), the last epoch's AP (the final EMA weights, no
 best-of-epochs pick) and the validation AP after every validated epoch; over seeds the mean and
-sample standard deviation. Results are merged, candidate by candidate, into ``--results``
+sample standard deviation. Results are merged, candidate by candidate, into ``--output``
 (``benchmarks/results/seed_variance.json``, the recorded seed study, unless given: a study of
 other seeds or commits names its own file, so that it does not replace the recorded one).
 ``--source`` runs the training code of another checkout (e.g. a ``git worktree`` of the commit
@@ -33,7 +33,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "seed_variance.json"
+from records import add_output_option, read_record, write_record
+
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 # One loader worker per process, so that two runs side by side do not oversubscribe the cores.
@@ -121,6 +122,8 @@ def run_seed(candidate: str, seed: int, out: Path, source: Path, run: bool = Tru
 
 def summarise_seed(folder: Path, seed: int) -> dict:
     results = json.loads((folder / "results.json").read_text())
+    if results.get("status") == "failed":
+        return {"seed": seed, "failed": results["failure"]}
     with open(folder / "csv" / "metrics.csv", newline="") as file:
         rows = [row for row in csv.DictReader(file) if row.get("val/AP") and row.get("epoch")]
     by_epoch = {int(row["epoch"]): float(row["val/AP"]) for row in rows}
@@ -138,6 +141,10 @@ def summarise_seed(folder: Path, seed: int) -> dict:
 
 
 def spread(values: list[float]) -> dict:
+    """Mean, sample deviation and range of the finished seeds' values, in points; reported as
+    failed where no seed finished."""
+    if not values:
+        return {"failed": "no seed of the candidate finished"}
     return {
         "mean": round(100 * statistics.fmean(values), 2),
         "std": round(100 * statistics.stdev(values), 2) if len(values) > 1 else None,
@@ -153,7 +160,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("seed_variance_runs"))
     parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[1])
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    add_output_option(parser, "seed_variance.json")
     parser.add_argument(
         "--summarise-only", action="store_true", help="summarise the finished runs, start none"
     )
@@ -169,7 +176,7 @@ def main() -> None:
             )
         )
     # read at the end: another invocation may have recorded its candidates meanwhile
-    recorded = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    recorded = read_record(args.output)
     for candidate in args.candidates:
         seeds = [
             outcome for (name, _), outcome in zip(jobs, outcomes, strict=True) if name == candidate
@@ -183,9 +190,7 @@ def main() -> None:
             "AP50 (evaluated checkpoint, points)": spread([s["AP50"] for s in finished]),
         }
         print(json.dumps({k: v for k, v in recorded[candidate].items() if k != "seeds"}))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(recorded, indent=2) + "\n")
-    print(f"wrote {args.results}")
+    write_record(args.output, recorded, show=False)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,16 @@ DataLoader workers, in turns: first as the run trained before the speed work (32
 default threads: one per core), then torch's default threads in the run's precision, then
 ``trainer.threads=auto`` (cores less workers) with the config's workers and with one. Records
 each variant's images/s and its throughput relative to the first, and the load average the
-machine had meanwhile. Writes benchmarks/results/threads_workers.json.
+machine had meanwhile. Writes benchmarks/results/threads_workers.json (or ``--output``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import warnings
-from pathlib import Path
 
 import torch
+from records import add_output_option, invocation, write_record
 from step_timing import (
     default_module,
     precision_of,
@@ -31,7 +29,6 @@ from step_timing import (
 
 from yolor_lightning.environment import compute_threads, cpu_model, usable_cores
 
-RESULTS = Path(__file__).parent / "results" / "threads_workers.json"
 WARM_UP_STEPS = 2
 
 
@@ -40,6 +37,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("overrides", nargs="*")
+    add_output_option(parser, "threads_workers.json")
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore", message="You are trying to `self.log")
     cfg, module, optimizer = default_module(arguments.overrides)
@@ -87,7 +85,7 @@ def main() -> None:
         timing["images_per_second"] = round(images / timing["median_seconds"], 2)
         timing["throughput_ratio"] = round(1 / timing["time_ratio"], 2)
     record = {
-        "command": "python benchmarks/threads_workers.py " + " ".join(sys.argv[1:]),
+        "command": invocation(),
         "cpu": cpu_model(),
         "usable_cores": usable_cores(),
         "precision": precision,
@@ -95,9 +93,7 @@ def main() -> None:
         "timed_steps_per_round": arguments.steps,
         **turns,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    write_record(arguments.output, record)
 
 
 if __name__ == "__main__":

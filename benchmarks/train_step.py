@@ -9,19 +9,18 @@ The network is the config's (`conf/model/<model>.yaml` at `--size`) with the anc
 Times forward + loss (float32, as the run computes it) + backward + foreach SGD step on random
 images with a fixed set of boxes, for each variant in turns, and writes images/s and the median
 step time's ratio to float32 channels_last (the fp32 default) to
-benchmarks/results/train_step_<model>_<size>.json.
+benchmarks/results/train_step_<model>_<size>.json (or ``--output``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from records import RESULTS, invocation, write_record
 from step_timing import autocast, timed, timed_in_turns
 
 from yolor_lightning.config import compose_config, plain
@@ -29,7 +28,6 @@ from yolor_lightning.environment import usable_cores
 from yolor_lightning.models import build_network
 from yolor_lightning.tasks.loss import YoloLoss
 
-RESULTS = Path(__file__).parent / "results"
 VARIANTS = {  # name: (precision, channels_last); the first is the reference
     "fp32_channels_last": ("32-true", True),
     "fp32_nchw": ("32-true", False),
@@ -85,6 +83,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="the JSON record to write (default: benchmarks/results/train_step_MODEL_SIZE.json)",
+    )
     args = parser.parse_args()
     timers = {
         name: step_timer(
@@ -96,7 +100,7 @@ def main() -> None:
     for timing in turns["variants"].values():
         timing["images_per_s"] = round(args.batch_size / timing["median_seconds"], 1)
     result = {
-        "command": "python benchmarks/train_step.py " + " ".join(sys.argv[1:]),
+        "command": invocation(),
         "model": args.model,
         "size": args.size,
         "image_size": args.image_size,
@@ -107,10 +111,7 @@ def main() -> None:
         "time_ratio": "median step time over fp32 channels_last's",
         **turns,
     }
-    path = RESULTS / f"train_step_{args.model}_{args.size}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_record(args.output or RESULTS / f"train_step_{args.model}_{args.size}.json", result)
 
 
 if __name__ == "__main__":

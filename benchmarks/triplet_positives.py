@@ -28,8 +28,8 @@ checkpoints.
    between all validation embeddings, retrieval mAP, and the run's logged ``train/emb_loss``
    at its first and last logged steps (from ``csv/metrics.csv`` beside ``checkpoints/``).
 
-Writes benchmarks/results/triplet_positives.json: the parts measured replace theirs in the file
-(checkpoints are merged by name), the others stay.
+Writes benchmarks/results/triplet_positives.json (or ``--output``): the parts measured replace
+theirs in the file (checkpoints are merged by name), the others stay.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ import argparse
 import csv
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from records import add_output_option, invocation, read_record, write_record
 from torch import Tensor
 
 from yolor_lightning.checkpoints import load_checkpoint, module_from_checkpoint
@@ -57,7 +57,6 @@ from yolor_lightning.tasks.embedding import (
 )
 from yolor_lightning.train import build_datamodule, build_module
 
-RESULTS = Path(__file__).parent / "results" / "triplet_positives.json"
 RUN = ["+experiment=jde", "seed=0", "data.num_workers=0", "data.shapes.num_val=300"]
 SAMPLERS = {  # name -> overrides (batch 16 as the Table 3 run)
     "shuffle": ["data.sampler=shuffle"],
@@ -259,11 +258,12 @@ def main() -> None:
         "--parts", nargs="+", default=["samplers", "gradients", "checkpoints"],
         choices=["samplers", "gradients", "checkpoints"],
     )  # fmt: skip
+    add_output_option(parser, "triplet_positives.json")
     arguments = parser.parse_args()
-    record: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    record = read_record(arguments.output)
     record["commands"] = [
         *record.get("commands", []),
-        "python benchmarks/triplet_positives.py " + " ".join(sys.argv[1:]),
+        invocation(),
     ]
     record |= {
         "cpu_count": os.cpu_count(),
@@ -282,8 +282,7 @@ def main() -> None:
         name, path = item.split("=", 1)
         record["checkpoints"][name] = measure_checkpoint(Path(path))
         print(name, json.dumps(record["checkpoints"][name]), flush=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_record(arguments.output, record, show=False)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,13 @@ default run's validation split, with the run's evaluation threads, precision and
   backend, the same COCO thresholds) on the same detections, in turns, with both APs and
   whether all 12 stats agree at float32 (torchmetrics rounds them to it).
 
-Writes benchmarks/results/validation_parts.json.
+Writes benchmarks/results/validation_parts.json (or ``--output``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from records import add_output_option, invocation, write_record
 from step_timing import autocast, precision_of, timed, timed_in_turns
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -49,8 +48,6 @@ from yolor_lightning.tasks.evaluation import (
 )
 from yolor_lightning.tasks.unified import UnifiedModule
 from yolor_lightning.train import build_datamodule, process_settings
-
-RESULTS = Path(__file__).parent / "results" / "validation_parts.json"
 
 
 def timed_batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[float, dict]]:
@@ -179,7 +176,7 @@ def measure(cfg: DictConfig, checkpoint: Path, turns: int) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     module = module_from_checkpoint(load_checkpoint(checkpoint)).eval()
     record: dict[str, Any] = {
-        "command": "python benchmarks/validation_parts.py " + " ".join(sys.argv[1:]),
+        "command": invocation(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "precision": precision,
@@ -207,15 +204,14 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("overrides", nargs="*")
+    add_output_option(parser, "validation_parts.json")
     arguments = parser.parse_intermixed_args()
     cfg = compose_config(arguments.overrides)
     with process_settings(cfg) as evaluation_threads:
         if evaluation_threads is not None:
             torch.set_num_threads(evaluation_threads)
         record = measure(cfg, arguments.checkpoint, arguments.turns)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(RESULTS.read_text())
+    write_record(arguments.output, record)
 
 
 if __name__ == "__main__":

@@ -7,18 +7,16 @@ training and evaluation threads and its heap setting unchanged) for its first ``
 epochs and times, per epoch, the training batches and the validation (network, loss, NMS and the
 COCO evaluation), and checks that every logged validation metric is finite. ``validation_share``
 is the validation's time over the training batches' time, ``share_of_epoch`` over the whole
-epoch's (training batches and validation). Writes benchmarks/results/validation_share.json after
-every epoch (a run stopped early keeps the epochs it measured); the run folder (checkpoints, CSV
-log) is kept in ``--run-dir`` when given.
+epoch's (training batches and validation). Writes benchmarks/results/validation_share.json (or
+``--output``) after every epoch (a run stopped early keeps the epochs it measured); the run
+folder (checkpoints, CSV log) is kept in ``--run-dir`` when given.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
+from records import add_output_option, invocation, write_record
 
 from yolor_lightning.config import compose_config
 from yolor_lightning.environment import cpu_model
@@ -40,15 +39,15 @@ from yolor_lightning.train import (
     trainer_arguments,
 )
 
-RESULTS = Path(__file__).parent / "results" / "validation_share.json"
-
 
 class EpochTimer(Callback):
-    """Seconds of each epoch's training batches and of its validation; stops after ``epochs``."""
+    """Seconds of each epoch's training batches and of its validation, written to ``output``
+    after every validation; stops after ``epochs``."""
 
-    def __init__(self, epochs: int, record: dict[str, Any]) -> None:
+    def __init__(self, epochs: int, record: dict[str, Any], output: Path) -> None:
         self.epochs = epochs
         self.record = record
+        self.output = output
         self.records: list[dict[str, Any]] = []
         self._started = 0.0
 
@@ -77,14 +76,9 @@ class EpochTimer(Callback):
                 "val/AP": metrics["val/AP"],
             }
         )
-        write_record({**self.record, "epochs": self.records})
+        write_record(self.output, {**self.record, "epochs": self.records}, show=False)
         if len(self.records) >= self.epochs:
             trainer.should_stop = True
-
-
-def write_record(record: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main() -> None:
@@ -92,6 +86,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("overrides", nargs="*")
+    add_output_option(parser, "validation_share.json")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         output_dir = arguments.run_dir or Path(scratch)
@@ -104,17 +99,17 @@ def main() -> None:
             module = build_module(cfg, datamodule)
             callbacks, _ = build_callbacks(cfg.callbacks, output_dir, evaluation_threads)
             record = {
-                "command": "python benchmarks/validation_share.py " + " ".join(sys.argv[1:]),
+                "command": invocation(),
                 "cpu": cpu_model(),
                 "cpu_count": os.cpu_count(),
                 "precision": trainer_arguments(cfg.trainer)["precision"],
             }
             record["training_threads"] = torch.get_num_threads()
             record["evaluation_threads"] = evaluation_threads or torch.get_num_threads()
-            timer = EpochTimer(arguments.epochs, record)
+            timer = EpochTimer(arguments.epochs, record, arguments.output)
             trainer = build_trainer(cfg, output_dir, [CSVLogger(output_dir)], [*callbacks, timer])
             trainer.fit(module, datamodule=datamodule)
-    print(RESULTS.read_text())
+    print(arguments.output.read_text())
 
 
 if __name__ == "__main__":
